@@ -1,0 +1,86 @@
+"""`orderstatus`: the operator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from uuid import UUID
+
+from services.core.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orderstatus", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    token = commands.add_parser("token", help="mint a JWT for the local stack")
+    token.add_argument("--restaurant", action="append", type=UUID, default=[], dest="restaurants")
+    token.add_argument("--sub", default="staff-local")
+    token.add_argument("--role", choices=["authenticated", "service_role"], default="authenticated")
+    token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds")
+
+    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("topics", help="create the Kafka topics")
+    commands.add_parser("api", help="run the command API")
+    commands.add_parser("worker", help="run a status worker")
+    demo = commands.add_parser("demo", help="simulate POS terminals against the running API")
+    demo.add_argument("--url", default=None)
+    demo.add_argument("--terminals", type=int, default=3)
+    demo.add_argument("--orders", type=int, default=2, help="orders per terminal")
+    schemas = commands.add_parser("schemas", help="write JSON Schemas of the message contracts")
+    schemas.add_argument("--out", type=Path, default=Path("schemas"))
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+
+    if args.command == "token":
+        from services.command_api.auth import mint_token
+        from services.core.messages import Role
+
+        print(
+            f"# {args.role} token for sub={args.sub}, restaurants={len(args.restaurants)}",
+            file=sys.stderr,
+        )
+        print(
+            mint_token(
+                settings,
+                sub=args.sub,
+                restaurant_ids=args.restaurants,
+                role=Role(args.role),
+                ttl_seconds=args.ttl,
+            )
+        )
+    elif args.command == "migrate":
+        from services.core.migrate import apply_migrations
+
+        applied = apply_migrations(settings.admin_url)
+        print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    elif args.command == "topics":
+        from services.core.kafka_admin import ensure_topics
+
+        created = ensure_topics(settings)
+        print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+    elif args.command == "api":
+        from services.command_api.main import run as run_api
+
+        run_api(settings)
+    elif args.command == "worker":
+        from services.status_worker.main import run as run_worker
+
+        run_worker(settings)
+    elif args.command == "demo":
+        from services.demo import run_demo
+
+        url = args.url or f"http://{settings.api_host}:{settings.api_port}"
+        return run_demo(settings, url, terminals=args.terminals, orders=args.orders)
+    elif args.command == "schemas":
+        from services.core.schemas import write_schemas
+
+        for path in write_schemas(args.out):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

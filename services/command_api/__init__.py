@@ -1,0 +1,1 @@
+"""The command API: authenticates, validates, publishes commands and answers with their outcome."""

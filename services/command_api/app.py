@@ -1,0 +1,42 @@
+"""Wiring of the command API: settings, the command bus, the read pool, routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.command_api.db import OrderReads
+from services.command_api.http import RequestContext, install_error_handlers, router
+from services.command_api.kafka import CommandBus
+from services.core.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reads = OrderReads(settings.database_url)
+        bus = CommandBus(settings)
+        await reads.open()
+        await bus.start()
+        app.state.reads, app.state.bus = reads, bus
+        try:
+            yield
+        finally:
+            await bus.stop()
+            await reads.close()
+
+    app = FastAPI(
+        title="Order Status command API",
+        version="1",
+        summary="Change an order's status; each change is applied serially per order by the worker.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(RequestContext)
+    return app

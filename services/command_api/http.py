@@ -1,0 +1,428 @@
+"""HTTP routes, request/response models and RFC 9457 problem details."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.command_api.auth import InvalidToken, verify_token
+from services.command_api.db import OrderReads
+from services.command_api.kafka import CommandBus, OutcomeTimeout, PublishFailed
+from services.core.messages import (
+    REASON_MAX_LENGTH,
+    Actor,
+    ChangeStatus,
+    CommandResult,
+    CreateOrder,
+    OrderView,
+    Outcome,
+)
+from services.core.settings import Settings
+from services.core.statuses import OrderStatus
+
+log = logging.getLogger("services.command_api.access")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+# ---- request and response models -------------------------------------------------------------
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateOrderBody(Body):
+    restaurant_id: UUID
+    order_id: UUID | None = None
+
+
+class StatusChangeBody(Body):
+    status: OrderStatus
+    expected_version: int | None = Field(None, ge=1, le=2**31 - 1)
+    reason: str | None = Field(None, max_length=REASON_MAX_LENGTH)
+
+
+class OrderResponse(BaseModel):
+    order_id: UUID
+    restaurant_id: UUID
+    status: OrderStatus
+    version: int
+    updated_at: datetime
+
+
+class HistoryEntry(BaseModel):
+    from_status: OrderStatus
+    to_status: OrderStatus
+    version: int
+    command_id: UUID
+    actor: str
+    reason: str | None
+    created_at: datetime
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str = ""
+    instance: str | None = None
+    command_id: UUID | None = None
+    current_status: OrderStatus | None = None
+    current_version: int | None = None
+
+
+class ProblemError(Exception):
+    def __init__(self, status: int, kind: str, title: str, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.kind, self.title, self.detail, self.extra = (
+            status,
+            kind,
+            title,
+            detail,
+            extra,
+        )
+
+
+def problem_response(
+    request: Request, status: int, kind: str, title: str, detail: str = "", **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{kind}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    body.update({k: (str(v) if isinstance(v, UUID) else v) for k, v in extra.items()})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+PROBLEMS = {404: Problem, 409: Problem, 401: Problem, 403: Problem, 422: Problem, 504: Problem}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": model, "content": {PROBLEM_JSON: {}}} for code, model in PROBLEMS.items()
+}
+
+
+# ---- dependencies ------------------------------------------------------------------------------
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def bus_of(request: Request) -> CommandBus:
+    return request.app.state.bus  # type: ignore[no-any-return]
+
+
+def reads_of(request: Request) -> OrderReads:
+    return request.app.state.reads  # type: ignore[no-any-return]
+
+
+def authenticated(request: Request) -> Actor:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ProblemError(401, "unauthorized", "Missing bearer token")
+    try:
+        return verify_token(token.strip(), settings_of(request))
+    except InvalidToken:
+        raise ProblemError(401, "unauthorized", "Invalid token") from None
+
+
+ActorDep = Annotated[Actor, Depends(authenticated)]
+
+
+# ---- routes ---------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.post("/orders", status_code=201, response_model=OrderResponse, responses=PROBLEM_RESPONSES)
+async def create_order(body: CreateOrderBody, request: Request, actor: ActorDep) -> Response:
+    command = CreateOrder(
+        command_id=uuid4(),
+        order_id=body.order_id or uuid4(),
+        restaurant_id=body.restaurant_id,
+        actor=actor,
+        rid=request.state.rid,
+        issued_at=datetime.now(UTC),
+    )
+    return await _execute(request, command)
+
+
+@router.patch(
+    "/orders/{order_id}/status", response_model=OrderResponse, responses=PROBLEM_RESPONSES
+)
+async def change_status(
+    order_id: UUID, body: StatusChangeBody, request: Request, actor: ActorDep
+) -> Response:
+    command = ChangeStatus(
+        command_id=uuid4(),
+        order_id=order_id,
+        status=body.status,
+        expected_version=body.expected_version,
+        reason=body.reason,
+        actor=actor,
+        rid=request.state.rid,
+        issued_at=datetime.now(UTC),
+    )
+    return await _execute(request, command)
+
+
+@router.get("/orders/{order_id}", response_model=OrderResponse, responses=PROBLEM_RESPONSES)
+async def get_order(order_id: UUID, request: Request, actor: ActorDep) -> OrderResponse:
+    row = await reads_of(request).order(order_id)
+    # An order of another restaurant reads as absent: reads reveal nothing across tenants.
+    if row is None or not actor.may_act_for(row["restaurant_id"]):
+        raise ProblemError(404, "order-not-found", "Order not found")
+    return OrderResponse(
+        order_id=row["id"],
+        restaurant_id=row["restaurant_id"],
+        status=row["status"],
+        version=row["version"],
+        updated_at=row["updated_at"],
+    )
+
+
+@router.get(
+    "/orders/{order_id}/events", response_model=list[HistoryEntry], responses=PROBLEM_RESPONSES
+)
+async def order_history(order_id: UUID, request: Request, actor: ActorDep) -> list[HistoryEntry]:
+    reads = reads_of(request)
+    row = await reads.order(order_id)
+    if row is None or not actor.may_act_for(row["restaurant_id"]):
+        raise ProblemError(404, "order-not-found", "Order not found")
+    return [HistoryEntry(**entry) for entry in await reads.history(order_id)]
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        await reads_of(request).ping()
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"unreachable: {type(exc).__name__}"
+    bus = bus_of(request)
+    checks["kafka"] = "ok" if await asyncio.to_thread(bus.kafka_reachable) else "unreachable"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+# ---- outcome -> HTTP -------------------------------------------------------------------------
+
+RUNBOOK_EVENTS = {
+    Outcome.APPLIED: "order_status_success",
+    Outcome.CONFLICT: "order_status_conflict",
+    Outcome.FORBIDDEN: "order_status_forbidden",
+    Outcome.NOT_FOUND: "order_status_not_found",
+    Outcome.INVALID: "order_status_invalid",
+    Outcome.ERROR: "order_status_exception",
+}
+
+
+async def _execute(request: Request, command: CreateOrder | ChangeStatus) -> Response:
+    request.state.command_id = str(command.command_id)
+    request.state.order_id = str(command.order_id)
+    try:
+        result = await bus_of(request).execute(command)
+    except PublishFailed:
+        request.state.evt = "order_status_unavailable"
+        raise ProblemError(
+            503,
+            "unavailable",
+            "Command bus unavailable",
+            "Kafka did not accept the command; nothing was changed. Retry later.",
+        ) from None
+    except OutcomeTimeout:
+        stored = await reads_of(request).command_result(command.command_id)
+        if stored is None:
+            request.state.evt = "order_status_timeout"
+            raise ProblemError(
+                504,
+                "outcome-timeout",
+                "Outcome not known yet",
+                "The command was accepted and will be applied; its outcome did not arrive in time.",
+                command_id=command.command_id,
+            ) from None
+        result = stored
+    return outcome_response(request, result, created=isinstance(command, CreateOrder))
+
+
+def outcome_response(request: Request, result: CommandResult, *, created: bool) -> Response:
+    request.state.evt = RUNBOOK_EVENTS[result.outcome]
+    order = result.order
+    if order is not None:
+        request.state.restaurant_id = str(order.restaurant_id)
+        request.state.status = order.status.value
+    if result.outcome is Outcome.APPLIED:
+        assert order is not None
+        return JSONResponse(
+            _order_json(order),
+            status_code=201 if created else 200,
+            headers={"Location": f"/orders/{order.order_id}"} if created else None,
+        )
+    current = (
+        {"current_status": order.status.value, "current_version": order.version} if order else {}
+    )
+    common = {"command_id": result.command_id, **current}
+    if result.outcome is Outcome.CONFLICT:
+        kind = result.conflict.value if result.conflict else "conflict"
+        return problem_response(
+            request, 409, kind, "Order status conflict", result.detail, **common
+        )
+    if result.outcome is Outcome.FORBIDDEN:
+        return problem_response(
+            request,
+            403,
+            "order-status-forbidden",
+            "Forbidden",
+            result.detail,
+            command_id=result.command_id,
+        )
+    if result.outcome is Outcome.NOT_FOUND:
+        return problem_response(
+            request,
+            404,
+            "order-not-found",
+            "Order not found",
+            result.detail,
+            command_id=result.command_id,
+        )
+    if result.outcome is Outcome.INVALID:
+        return problem_response(
+            request,
+            422,
+            "invalid-command",
+            "Invalid command",
+            result.detail,
+            command_id=result.command_id,
+        )
+    return problem_response(
+        request,
+        500,
+        "order-status-exception",
+        "Internal error",
+        "The command could not be applied.",
+        command_id=result.command_id,
+    )
+
+
+def _order_json(order: OrderView) -> dict[str, Any]:
+    return {
+        "order_id": str(order.order_id),
+        "restaurant_id": str(order.restaurant_id),
+        "status": order.status.value,
+        "version": order.version,
+        "updated_at": order.updated_at.isoformat(),
+    }
+
+
+# ---- error handlers and request middleware --------------------------------------------------
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProblemError)
+        return problem_response(request, exc.status, exc.kind, exc.title, exc.detail, **exc.extra)
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return problem_response(
+            request, 422, "validation-error", "Invalid request", "See `errors`.", errors=errors
+        )
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem_response(request, exc.status_code, "http-error", str(exc.detail))
+
+    async def on_unhandled(request: Request, exc: Exception) -> Response:
+        request.state.evt = "order_status_exception"
+        log.exception(
+            "unhandled error",
+            extra={"evt": "order_status_exception", "rid": getattr(request.state, "rid", None)},
+        )
+        return problem_response(request, 500, "order-status-exception", "Internal error")
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unhandled)
+
+
+class RequestContext:
+    """Pure ASGI middleware: request id in and out, one JSON log line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _request_id(scope)
+        state = scope.setdefault("state", {})
+        state["rid"] = rid
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_with_rid(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_rid)
+        finally:
+            path = scope["path"]
+            if path not in ("/healthz", "/readyz", "/metrics"):
+                log.info(
+                    "request",
+                    extra={
+                        "evt": state.get("evt", "http_request"),
+                        "rid": rid,
+                        "method": scope["method"],
+                        "path": path,
+                        "status_code": status_code,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        **{
+                            k: state[k]
+                            for k in ("command_id", "order_id", "restaurant_id", "status")
+                            if k in state
+                        },
+                    },
+                )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1").strip()
+            if 0 < len(candidate) <= 200 and candidate.isprintable():
+                return candidate
+    return uuid.uuid4().hex

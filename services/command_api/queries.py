@@ -1,0 +1,18 @@
+"""Named SQL used by the API's read side."""
+
+from typing import LiteralString
+
+ORDER_BY_ID: LiteralString = """
+SELECT id, restaurant_id, status, version, created_at, updated_at FROM orders WHERE id = %(order_id)s
+"""
+
+ORDER_HISTORY: LiteralString = """
+SELECT from_status, to_status, version, command_id, actor, reason, created_at
+FROM order_status_events WHERE order_id = %(order_id)s ORDER BY version
+"""
+
+COMMAND_RESULT: LiteralString = """
+SELECT result FROM command_outcomes WHERE command_id = %(command_id)s
+"""
+
+PING: LiteralString = "SELECT 1"

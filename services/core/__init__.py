@@ -1,0 +1,1 @@
+"""Contracts shared by the command API and the status worker: statuses, decisions, messages, topics."""

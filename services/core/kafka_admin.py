@@ -1,0 +1,48 @@
+"""Topic creation through the Admin API: the project creates its topics, never broker auto-create."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    topics = settings.topics
+    partitions = settings.kafka_command_partitions
+    rf = settings.kafka_replication_factor
+    return [
+        NewTopic(topics.commands, num_partitions=partitions, replication_factor=rf),
+        NewTopic(topics.results, num_partitions=partitions, replication_factor=rf),
+        NewTopic(topics.events, num_partitions=partitions, replication_factor=rf),
+        NewTopic(
+            topics.dead_letters,
+            num_partitions=1,
+            replication_factor=rf,
+            config={"retention.ms": str(30 * 24 * 3600 * 1000)},
+        ),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Creates missing topics; returns the names created by this call."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [spec for spec in topic_specs(settings) if spec.topic not in existing]
+    created: list[str] = []
+    if not missing:
+        return created
+    for name, future in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+    log.info("topics created", extra={"evt": "topics_created", "topics": created})
+    return created

@@ -1,0 +1,54 @@
+"""Wiring of the status worker process: `orderstatus worker`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from confluent_kafka import Consumer, Producer
+from prometheus_client import start_http_server
+
+from services.core.jsonlog import configure_logging
+from services.core.kafka_admin import ensure_topics
+from services.core.settings import Settings
+from services.status_worker.db import WorkerDatabase
+from services.status_worker.kafka import TransactionalPublisher, consumer_config, producer_config
+from services.status_worker.pipeline import StatusWorker
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    configure_logging("status-worker", settings.log_level)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stop requested", extra={"evt": "worker_stopping", "signal": signum})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    ensure_topics(settings)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    consumer = Consumer(consumer_config(settings))
+    producer = Producer(producer_config(settings))
+    publisher = TransactionalPublisher(producer, consumer)
+    publisher.init()
+    database = WorkerDatabase(settings.database_url)
+    worker = StatusWorker(settings, consumer, publisher, database, stop)
+    log.info(
+        "status worker started", extra={"evt": "worker_started", "worker_id": settings.worker_id}
+    )
+    try:
+        worker.run()
+    finally:
+        # Leaving the group hands our partitions over at once; every finished batch is committed.
+        consumer.close()
+        producer.flush(10)
+        database.reset()
+        log.info("status worker stopped", extra={"evt": "worker_stopped"})

@@ -1,0 +1,359 @@
+"""The worker's processing steps: poll a batch -> decode -> apply in PostgreSQL -> publish outcomes
+and commit offsets in one Kafka transaction. Any failure rewinds the batch; the inbox makes the redo
+change nothing twice."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import psycopg
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from pydantic import ValidationError
+
+from services.core.messages import CommandResult, Outcome, decode_command, encode
+from services.core.settings import Settings
+from services.core.topics import (
+    HEADER_COMMAND_ID,
+    HEADER_DLQ_OFFSET,
+    HEADER_DLQ_PARTITION,
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_TOPIC,
+    HEADER_REQUEST_ID,
+    Topics,
+)
+from services.status_worker import metrics
+from services.status_worker.db import (
+    CommandFailed,
+    Incoming,
+    Processed,
+    WorkerDatabase,
+    apply_batch,
+)
+from services.status_worker.kafka import (
+    OutRecord,
+    TransactionAborted,
+    TransactionalPublisher,
+    first_offsets,
+    next_offsets,
+    poll_batch,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_COMMAND_BYTES = 64 * 1024
+
+OUTCOME_EVENTS = {
+    Outcome.APPLIED: "order_status_success",
+    Outcome.CONFLICT: "order_status_conflict",
+    Outcome.FORBIDDEN: "order_status_forbidden",
+    Outcome.NOT_FOUND: "order_status_not_found",
+    Outcome.INVALID: "order_status_invalid",
+    Outcome.ERROR: "order_status_exception",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    message: Message
+    reason: str
+    result: CommandResult | None
+    """An `invalid` outcome for the caller, when the message names its command id and order."""
+
+
+def decode(message: Message, now: datetime) -> Incoming | DeadLetter:
+    value = message.value()
+    if value is not None and len(value) > MAX_COMMAND_BYTES:
+        return _dead_letter(message, f"oversize: {len(value)} bytes", now)
+    try:
+        command = decode_command(value)
+    except (ValidationError, ValueError) as exc:
+        return _dead_letter(message, f"undecodable: {_first_line(exc)}", now)
+    return Incoming(command, message.partition(), message.offset())
+
+
+def _dead_letter(message: Message, reason: str, now: datetime) -> DeadLetter:
+    headers = dict(message.headers() or [])
+    command_id = _uuid(headers.get(HEADER_COMMAND_ID))
+    order_id = _uuid(message.key())
+    result = None
+    if command_id is not None and order_id is not None:
+        result = CommandResult(
+            command_id=command_id,
+            order_id=order_id,
+            command_type="unknown",
+            outcome=Outcome.INVALID,
+            detail=reason,
+            rid=(headers.get(HEADER_REQUEST_ID) or b"").decode(errors="replace")[:200],
+            processed_at=now,
+        )
+    return DeadLetter(message, reason, result)
+
+
+def _uuid(raw: bytes | str | None) -> UUID | None:
+    if raw is None:
+        return None
+    try:
+        return UUID(raw.decode() if isinstance(raw, bytes) else raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+class StatusWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: Consumer,
+        publisher: TransactionalPublisher,
+        database: WorkerDatabase,
+        stop: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.topics: Topics = settings.topics
+        self.consumer = consumer
+        self.publisher = publisher
+        self.database = database
+        self.stop = stop
+        self.assigned: set[tuple[str, int]] = set()
+
+    # Rebalance callbacks: processing happens between polls, so no batch is ever in flight here.
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = {(tp.topic, tp.partition) for tp in partitions}
+        metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
+        log.info(
+            "partitions assigned",
+            extra={"evt": "partitions_assigned", "partitions": sorted(p for _, p in self.assigned)},
+        )
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
+        log.info(
+            "partitions revoked",
+            extra={
+                "evt": "partitions_revoked",
+                "partitions": sorted(tp.partition for tp in partitions),
+            },
+        )
+
+    def run(self) -> None:
+        self.consumer.subscribe(
+            [self.topics.commands],
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+            on_lost=self.on_revoke,
+        )
+        while not self.stop.is_set():
+            messages = poll_batch(self.consumer, self.settings.worker_batch_max, 0.5)
+            usable = [m for m in messages if self._usable(m)]
+            if usable:
+                self.process(usable)
+
+    def _usable(self, message: Message) -> bool:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            log.warning(
+                "consumer error", extra={"evt": "kafka_consumer_error", "error": str(error)}
+            )
+            return False
+        # A partition revoked while the batch was being fetched belongs to another worker now.
+        return (message.topic(), message.partition()) in self.assigned
+
+    def process(self, messages: Sequence[Message]) -> None:
+        now = datetime.now(UTC)
+        decoded = [decode(m, now) for m in messages]
+        incoming = [d for d in decoded if isinstance(d, Incoming)]
+        started = time.perf_counter()
+        processed = self._apply(incoming, messages, now)
+        if processed is None:
+            return
+        applied_at = time.perf_counter()
+        metrics.DB_SECONDS.observe(applied_at - started)
+        by_position = {
+            (p.result.command_id, i.partition, i.offset): p
+            for i, p in zip(incoming, processed, strict=True)
+        }
+        records: list[OutRecord] = []
+        finished: list[tuple[Incoming, Processed, bool]] = []
+        dead: list[DeadLetter] = []
+        for item in decoded:
+            if isinstance(item, DeadLetter):
+                records.extend(self._dead_letter_records(item))
+                dead.append(item)
+                continue
+            outcome = by_position[(item.command.command_id, item.partition, item.offset)]
+            duplicate = outcome.source != (item.partition, item.offset)
+            records.extend(self._outcome_records(outcome, duplicate))
+            finished.append((item, outcome, duplicate))
+        try:
+            self.publisher.publish(records, next_offsets(messages))
+        except TransactionAborted:
+            metrics.TRANSACTION_ABORTS.inc()
+            self._rewind(messages)
+            return
+        published_at = time.perf_counter()
+        metrics.PUBLISH_SECONDS.observe(published_at - applied_at)
+        metrics.BATCH_SIZE.observe(len(messages))
+        self._report(finished, dead, datetime.now(UTC))
+
+    def _apply(
+        self, incoming: list[Incoming], messages: Sequence[Message], now: datetime
+    ) -> list[Processed] | None:
+        """Outcomes for `incoming`, or None when the batch was rewound to be redone later."""
+        if not incoming:
+            return []
+        isolate = False
+        while True:
+            try:
+                return apply_batch(self.database.connection(), incoming, now, isolate=isolate)
+            except psycopg.OperationalError as exc:
+                log.warning(
+                    "database unavailable: pausing partitions",
+                    extra={"evt": "database_unavailable", "error": _first_line(exc)},
+                )
+                metrics.DATABASE_UNAVAILABLE.inc()
+                self.database.reset()
+                self._rewind(messages)
+                self._wait_for_database()
+                return None
+            except (psycopg.Error, CommandFailed) as exc:
+                if isolate:
+                    raise
+                log.warning(
+                    "batch refused by the database: redoing it command by command",
+                    extra={"evt": "batch_isolated", "error": _first_line(exc)},
+                )
+                isolate = True
+
+    def _rewind(self, messages: Sequence[Message]) -> None:
+        for tp in first_offsets(messages):
+            if (tp.topic, tp.partition) not in self.assigned:
+                continue
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:
+                log.warning("seek failed", extra={"error": str(exc), "partition": tp.partition})
+
+    def _wait_for_database(self) -> None:
+        """Pauses fetching, keeps serving the group protocol, and resumes once PostgreSQL answers."""
+        self.consumer.pause(self.consumer.assignment())
+        delay = 0.1
+        try:
+            while not self.stop.is_set():
+                message = self.consumer.poll(delay)
+                if message is not None and message.error() is None:
+                    # From a partition assigned during the pause: put it back, keep it paused.
+                    tp = TopicPartition(message.topic(), message.partition(), message.offset())
+                    self.consumer.seek(tp)
+                    self.consumer.pause([tp])
+                try:
+                    self.database.ping()
+                    log.info("database reachable again", extra={"evt": "database_available"})
+                    return
+                except psycopg.OperationalError:
+                    self.database.reset()
+                    delay = min(delay * 2, 5.0)
+        finally:
+            self.consumer.resume(self.consumer.assignment())
+
+    def _outcome_records(self, processed: Processed, duplicate: bool) -> list[OutRecord]:
+        result = processed.result
+        key = str(result.order_id).encode()
+        headers = [
+            (HEADER_COMMAND_ID, str(result.command_id).encode()),
+            (HEADER_REQUEST_ID, result.rid.encode()),
+        ]
+        if duplicate:
+            # A second copy of an applied command: answer it, but downstream saw the event already.
+            return [
+                OutRecord(self.topics.results, key, encode(result), [*headers, ("duplicate", b"1")])
+            ]
+        records = [OutRecord(self.topics.results, key, encode(result), headers)]
+        if processed.event is not None:
+            records.append(OutRecord(self.topics.events, key, encode(processed.event), headers))
+        return records
+
+    def _dead_letter_records(self, dead: DeadLetter) -> list[OutRecord]:
+        message = dead.message
+        headers = [
+            *(message.headers() or []),
+            (HEADER_DLQ_REASON, dead.reason.encode()),
+            (HEADER_DLQ_TOPIC, message.topic().encode()),
+            (HEADER_DLQ_PARTITION, str(message.partition()).encode()),
+            (HEADER_DLQ_OFFSET, str(message.offset()).encode()),
+        ]
+        records = [
+            OutRecord(
+                self.topics.dead_letters, message.key() or b"", message.value() or b"", headers
+            )
+        ]
+        if dead.result is not None:
+            result = dead.result
+            records.append(
+                OutRecord(
+                    self.topics.results,
+                    str(result.order_id).encode(),
+                    encode(result),
+                    [
+                        (HEADER_COMMAND_ID, str(result.command_id).encode()),
+                        (HEADER_REQUEST_ID, result.rid.encode()),
+                    ],
+                )
+            )
+        return records
+
+    def _report(
+        self,
+        finished: list[tuple[Incoming, Processed, bool]],
+        dead: list[DeadLetter],
+        now: datetime,
+    ) -> None:
+        for letter in dead:
+            reason = letter.reason.split(":", 1)[0]
+            metrics.DEAD_LETTERS.labels(reason).inc()
+            log.warning(
+                "command dead-lettered",
+                extra={
+                    "evt": "command_dead_lettered",
+                    "reason": letter.reason,
+                    "partition": letter.message.partition(),
+                    "offset": letter.message.offset(),
+                },
+            )
+        for item, processed, duplicate in finished:
+            result = processed.result
+            if duplicate:
+                metrics.DUPLICATES.inc()
+                continue
+            command = item.command
+            e2e = (now - command.issued_at).total_seconds()
+            metrics.COMMANDS.labels(result.outcome.value).inc()
+            metrics.COMMAND_E2E_SECONDS.observe(max(e2e, 0.0))
+            log.log(
+                logging.ERROR if result.outcome is Outcome.ERROR else logging.INFO,
+                "command processed",
+                extra={
+                    "evt": OUTCOME_EVENTS[result.outcome],
+                    "rid": command.rid,
+                    "duration_ms": round(e2e * 1000, 2),
+                    "command_id": str(command.command_id),
+                    "order_id": str(command.order_id),
+                    "restaurant_id": str(result.order.restaurant_id) if result.order else None,
+                    "status": result.order.status.value if result.order else None,
+                    "outcome": result.outcome.value,
+                    "conflict": result.conflict.value if result.conflict else None,
+                    "partition": item.partition,
+                    "offset": item.offset,
+                },
+            )

@@ -1,0 +1,43 @@
+"""Named SQL used by the worker. Schema lives in services/core/migrations."""
+
+from typing import LiteralString
+
+STORED_OUTCOMES: LiteralString = """
+SELECT command_id, result, event, source_partition, source_offset FROM command_outcomes WHERE command_id = ANY(%(ids)s)
+"""
+
+LOCK_ORDER: LiteralString = """
+SELECT id, restaurant_id, status, version, updated_at FROM orders WHERE id = %(order_id)s FOR UPDATE
+"""
+
+INSERT_ORDER: LiteralString = """
+INSERT INTO orders (id, restaurant_id, status, version, created_at, updated_at)
+VALUES (%(order_id)s, %(restaurant_id)s, %(status)s, %(version)s, %(now)s, %(now)s)
+"""
+
+UPDATE_ORDER_STATUS: LiteralString = """
+UPDATE orders SET status = %(status)s, version = %(version)s, updated_at = %(now)s
+WHERE id = %(order_id)s AND version = %(previous_version)s
+"""
+
+INSERT_STATUS_EVENT: LiteralString = """
+INSERT INTO order_status_events
+    (order_id, restaurant_id, from_status, to_status, version, command_id, actor, reason, created_at)
+VALUES (%(order_id)s, %(restaurant_id)s, %(from_status)s, %(to_status)s, %(version)s,
+        %(command_id)s, %(actor)s, %(reason)s, %(now)s)
+"""
+
+INSERT_OUTCOME: LiteralString = """
+INSERT INTO command_outcomes
+    (command_id, order_id, restaurant_id, command_type, outcome, result, event,
+     source_partition, source_offset, created_at)
+VALUES (%(command_id)s, %(order_id)s, %(restaurant_id)s, %(command_type)s, %(outcome)s,
+        %(result)s, %(event)s, %(partition)s, %(offset)s, %(now)s)
+"""
+
+INSERT_WIDGET_EVENT: LiteralString = """
+INSERT INTO widget_events (type, restaurant_id, order_id, command_id, payload, created_at)
+VALUES (%(type)s, %(restaurant_id)s, %(order_id)s, %(command_id)s, %(payload)s, %(now)s)
+"""
+
+PING: LiteralString = "SELECT 1"
