@@ -1,0 +1,171 @@
+"""Real processes of the system for integration and end-to-end tests: an isolated database and
+topic prefix per test session, and the API and worker run as the `orderstatus` console script."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
+
+from services.command_api.auth import mint_token
+from services.core.kafka_admin import ensure_topics
+from services.core.messages import Role
+from services.core.migrate import apply_migrations
+from services.core.settings import Settings
+
+ORDERSTATUS = str(Path(sys.executable).with_name("orderstatus"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            env.pop(name.upper(), None)
+            continue
+        env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    return env
+
+
+def with_database(url: str, database: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, dbname=database)
+
+
+@contextmanager
+def isolated_settings(base: Settings, **overrides: Any) -> Iterator[Settings]:
+    """A fresh database (migrated) and topic prefix; both removed afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "orderstatus_{name}"')  # name is generated above
+    url = with_database(base.database_url, f"orderstatus_{name}")
+    admin_url = with_database(base.admin_url, f"orderstatus_{name}")
+    settings = base.model_copy(
+        update={
+            "database_url": url,
+            "database_admin_url": admin_url,
+            "kafka_topic_prefix": f"test-{name}",
+            "kafka_command_partitions": 6,
+            "worker_group_id": f"test-{name}-worker",
+            "api_port": free_port(),
+            "environment": "test",
+            **overrides,
+        }
+    )
+    apply_migrations(settings.admin_url)
+    ensure_topics(settings)
+    try:
+        yield settings
+    finally:
+        topics = settings.topics
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        for future in admin.delete_topics(
+            [topics.commands, topics.results, topics.events, topics.dead_letters]
+        ).values():
+            try:
+                future.result()
+            except Exception:
+                pass
+        with psycopg.connect(base.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "orderstatus_{name}" WITH (FORCE)')
+
+
+class ServiceProcess:
+    """`orderstatus api` or `orderstatus worker` as a child process, logging to a file."""
+
+    def __init__(self, kind: str, settings: Settings, log_dir: Path, **overrides: Any) -> None:
+        self.kind = kind
+        self.settings = settings.model_copy(update=overrides)
+        self.log_path = log_dir / f"{kind}-{self.settings.worker_id}-{uuid.uuid4().hex[:6]}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> ServiceProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [ORDERSTATUS, self.kind],
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited early:\n{self.logs()[-4000:]}")
+            if self._ready():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.kind} not ready in {timeout}s:\n{self.logs()[-4000:]}")
+
+    def _ready(self) -> bool:
+        if self.kind == "api":
+            try:
+                url = f"http://127.0.0.1:{self.settings.api_port}/readyz"
+                return httpx.get(url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        return (
+            '"evt": "partitions_assigned"' in self.logs()
+            or '"evt":"partitions_assigned"' in self.logs()
+        )
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 30) -> int:
+        return self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> int:
+        return self._signal(signal.SIGKILL, 10)
+
+    def _signal(self, sig: int, timeout: float) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        os.killpg(self.process.pid, sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(10)
+
+
+class Tokens:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def staff(self, *restaurants: uuid.UUID, sub: str = "staff-test") -> str:
+        return mint_token(self.settings, sub=sub, restaurant_ids=restaurants)
+
+    def service(self, sub: str = "pos-integration") -> str:
+        return mint_token(self.settings, sub=sub, role=Role.SERVICE_ROLE)
+
+    def headers(self, *restaurants: uuid.UUID, sub: str = "staff-test") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.staff(*restaurants, sub=sub)}"}
+
+
+def stop_all(processes: Sequence[ServiceProcess]) -> None:
+    for process in processes:
+        process.terminate()
