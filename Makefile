@@ -1,0 +1,99 @@
+# Order Status: local stack (Kafka, PostgreSQL, Prometheus without Docker) and checks.
+# `make help` lists the targets. State lives in .local/ (make clean removes it).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+LOCAL := deploy/local
+PYTEST_ARGS ?=
+
+# Defaults for the Python processes; the environment wins over each of them.
+KAFKA_PORT ?= 19092
+PGPORT_LOCAL ?= 55432
+PROMETHEUS_PORT ?= 19090
+KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+DATABASE_URL ?= postgresql://orderstatus:orderstatus@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
+PROMETHEUS_URL ?= http://127.0.0.1:$(PROMETHEUS_PORT)
+export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL PROMETHEUS_URL
+
+.PHONY: help install infra migrate up down status test lint chaos bench logs clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall the project only when pyproject.toml changed since the last install.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Python venv + project, Kafka jars, PostgreSQL and Prometheus packages
+	$(LOCAL)/kafka.sh install
+	$(LOCAL)/postgres.sh install
+	$(LOCAL)/prometheus.sh install
+
+infra: install ## Start PostgreSQL, Kafka and Prometheus (each waits until ready)
+	$(LOCAL)/postgres.sh start
+	$(LOCAL)/kafka.sh start
+	$(LOCAL)/prometheus.sh start
+
+migrate: infra ## Apply the database migrations
+	$(BIN)/orderstatus migrate
+
+up: migrate ## infra + migrations + topics + API and worker + demo
+	$(BIN)/orderstatus topics
+	$(LOCAL)/services.sh start all
+	$(BIN)/orderstatus demo
+	@echo
+	@echo "Order Status is up:"
+	@echo "  API          http://127.0.0.1:$${API_PORT:-8000}   (/readyz, /metrics)"
+	@echo "  worker       http://127.0.0.1:$${WORKER_METRICS_PORT:-9101}/metrics"
+	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)"
+	@echo "  PostgreSQL   $(DATABASE_URL)"
+	@echo "  Prometheus   $(PROMETHEUS_URL)"
+	@echo "  logs         .local/log/*.log   (make logs)"
+	@echo "  status       make status;  stop everything: make down"
+
+down: ## Stop the services, Prometheus, Kafka and PostgreSQL; check nothing is left
+	-$(LOCAL)/services.sh stop all
+	-$(LOCAL)/prometheus.sh stop
+	-$(LOCAL)/kafka.sh stop
+	-$(LOCAL)/postgres.sh stop
+	$(LOCAL)/leftovers.sh
+
+status: ## One line per component
+	@$(LOCAL)/postgres.sh status || true
+	@$(LOCAL)/kafka.sh status || true
+	@$(LOCAL)/prometheus.sh status || true
+	@$(LOCAL)/services.sh status all || true
+
+test: migrate ## infra + migrations, then pytest (PYTEST_ARGS=...); tests start their own API/worker
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff format --check, ruff check, mypy
+	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check services tests
+	$(BIN)/mypy
+
+chaos: migrate ## Failure-injection run (tests/chaos)
+	$(BIN)/python -m tests.chaos.run
+
+bench: migrate ## Benchmark run (tests/bench)
+	$(BIN)/python -m tests.bench.run
+
+logs: ## Follow the logs in .local/log
+	@ls .local/log/*.log >/dev/null 2>&1 || { echo "no logs yet (.local/log)"; exit 0; }; \
+	tail -n 40 -F .local/log/*.log
+
+clean: down ## make down, then remove .local (all local data)
+	@if [[ -s .local/pg/datadir ]]; then \
+	  d=$$(dirname "$$(cat .local/pg/datadir)"); \
+	  case $$d in "$(CURDIR)"/*) ;; /var/tmp/orderstatus-pg-*) rm -rf "$$d" ;; esac; \
+	fi
+	rm -rf .local

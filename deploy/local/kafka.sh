@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Apache Kafka (KRaft, single node: broker + controller in one JVM), no Docker.
+#   deploy/local/kafka.sh install   resolve the broker jars into deploy/kafka/lib (Maven)
+#   deploy/local/kafka.sh start     render config, format storage once, start, wait ready
+#   deploy/local/kafka.sh stop      SIGTERM, up to 30 s, then SIGKILL
+#   deploy/local/kafka.sh status
+# Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), KAFKA_HEAP ("-Xms256m -Xmx1g"),
+#      KAFKA_START_TIMEOUT (60), JAVA (java).
+COMPONENT=kafka
+# shellcheck source=deploy/local/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx1g}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+JAVA="${JAVA:-java}"
+
+KAFKA_SRC="$REPO_ROOT/deploy/kafka"
+KAFKA_LIB="$KAFKA_SRC/lib"
+KAFKA_STATE="$LOCAL_DIR/kafka"
+KAFKA_DATA="$KAFKA_STATE/data"
+KAFKA_PROPS="$KAFKA_STATE/server.properties"
+BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+VENV_PY="$REPO_ROOT/.venv/bin/python"
+MAIN_CLASS=kafka.Kafka
+
+kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_SRC/pom.xml"; }
+
+install() {
+  local version
+  version=$(kafka_version)
+  if [[ -f "$KAFKA_LIB/kafka_2.13-$version.jar" && -f "$KAFKA_LIB/kafka-clients-$version.jar" ]]; then
+    return 0
+  fi
+  command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
+  say "resolving Kafka $version jars into deploy/kafka/lib (Maven)"
+  rm -rf "$KAFKA_LIB"
+  mvn -q -B -f "$KAFKA_SRC/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory=lib -DincludeScope=runtime >&2
+  [[ -f "$KAFKA_LIB/kafka_2.13-$version.jar" ]] || die "Maven did not produce kafka_2.13-$version.jar"
+}
+
+storage_tool() { "$JAVA" -cp "$KAFKA_LIB/*" kafka.tools.StorageTool "$@"; }
+
+render_config() {
+  mkdir -p "$KAFKA_DATA"
+  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+      -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+      -e "s|@KAFKA_LOG_DIRS@|$KAFKA_DATA|g" \
+      "$KAFKA_SRC/server.properties.template" >"$KAFKA_PROPS"
+}
+
+format_storage() {
+  [[ -f "$KAFKA_DATA/meta.properties" ]] && return 0
+  if [[ ! -s "$KAFKA_STATE/cluster-id" ]]; then
+    storage_tool random-uuid | tail -n 1 >"$KAFKA_STATE/cluster-id"
+  fi
+  say "formatting storage (cluster id $(<"$KAFKA_STATE/cluster-id"))"
+  # Static quorum (controller.quorum.voters): no --standalone, which 4.x only
+  # accepts together with controller.quorum.bootstrap.servers.
+  storage_tool format -t "$(<"$KAFKA_STATE/cluster-id")" -c "$KAFKA_PROPS" --ignore-formatted \
+    >>"$LOG_DIR/kafka.log" 2>&1 || { log_tail kafka 20; die "storage format failed"; }
+}
+
+# A real Admin round trip (metadata request) when the venv has confluent_kafka;
+# otherwise the listener accepting connections plus the broker's started line.
+ready() {
+  if "$VENV_PY" -c 'import confluent_kafka' 2>/dev/null; then
+    "$VENV_PY" - "$BOOTSTRAP" <<'PY'
+import sys
+from confluent_kafka.admin import AdminClient
+
+admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0})
+md = admin.list_topics(timeout=3)
+sys.exit(0 if md.brokers else 1)
+PY
+  else
+    port_busy "$KAFKA_PORT" && tail -n 200 "$LOG_DIR/kafka.log" | grep -q 'Kafka Server started'
+  fi
+}
+
+start() {
+  local pid
+  if pid=$(pid_of kafka "$MAIN_CLASS"); then
+    say "already running (pid $pid) on $BOOTSTRAP"
+    wait_until "$KAFKA_START_TIMEOUT" kafka ready
+    return 0
+  fi
+  command -v "$JAVA" >/dev/null || die "java not found (need JDK 17+)"
+  install
+  local port
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    port_busy "$port" && die "port $port is already in use by another process"
+  done
+  render_config
+  format_storage
+  # shellcheck disable=SC2086  # KAFKA_HEAP holds several JVM flags
+  start_bg kafka "$JAVA" $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.yaml" \
+    -cp "$KAFKA_LIB/*" "$MAIN_CLASS" "$KAFKA_PROPS"
+  say "started pid $(<"$RUN_DIR/kafka.pid"), waiting for $BOOTSTRAP"
+  local t0=$SECONDS
+  wait_until "$KAFKA_START_TIMEOUT" kafka ready || { stop; die "Kafka did not become ready"; }
+  say "ready on $BOOTSTRAP after $((SECONDS - t0))s (log: $LOG_DIR/kafka.log)"
+}
+
+stop() { stop_named kafka "$MAIN_CLASS" 30; }
+
+status() { status_named kafka "$MAIN_CLASS" "$BOOTSTRAP (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"; }
+
+dispatch "$@"

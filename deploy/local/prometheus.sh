@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Prometheus for the local stack, run directly (not Debian's systemd service).
+#   deploy/local/prometheus.sh install   apt-get install prometheus when the binary is missing
+#   deploy/local/prometheus.sh start     start and wait for /-/ready
+#   deploy/local/prometheus.sh stop
+#   deploy/local/prometheus.sh status
+# Env: PROMETHEUS_PORT (19090), PROMETHEUS_BIN (prometheus on PATH).
+# Prometheus is optional for now: when it cannot be installed, install and start
+# warn and exit 0.
+COMPONENT=prometheus
+# shellcheck source=deploy/local/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PROMETHEUS_PORT="${PROMETHEUS_PORT:-19090}"
+PROM_ADDR="127.0.0.1:$PROMETHEUS_PORT"
+PROM_CONFIG="$REPO_ROOT/deploy/prometheus/prometheus.yml"
+PROM_DATA="$LOCAL_DIR/prometheus/data"
+
+prom_bin() {
+  if [[ -n ${PROMETHEUS_BIN:-} ]]; then
+    echo "$PROMETHEUS_BIN"
+  else
+    command -v prometheus 2>/dev/null || { [[ -x /usr/bin/prometheus ]] && echo /usr/bin/prometheus; }
+  fi
+}
+
+install() {
+  prom_bin >/dev/null && return 0
+  # The Debian package also ships a systemd unit; it is not used (and with
+  # policy-rc.d in containers it is not started either).
+  if ! apt_install prometheus; then
+    say "WARNING: apt-get install prometheus failed; retrying once after a fresh apt-get update"
+    sleep 2
+    apt_install prometheus || true
+  fi
+  if ! prom_bin >/dev/null; then
+    say "WARNING: Prometheus is not installed; metrics will not be scraped (optional for make test)"
+    return 0
+  fi
+}
+
+ready() { http_ok "http://$PROM_ADDR/-/ready"; }
+
+start() {
+  local pid bin
+  if pid=$(pid_of prometheus "$PROM_CONFIG"); then
+    say "already running (pid $pid) on http://$PROM_ADDR"
+    return 0
+  fi
+  install
+  if ! bin=$(prom_bin); then
+    say "WARNING: not starting Prometheus: binary missing"
+    return 0
+  fi
+  port_busy "$PROMETHEUS_PORT" && die "port $PROMETHEUS_PORT is already in use by another process"
+  mkdir -p "$PROM_DATA"
+  start_bg prometheus "$bin" \
+    --config.file="$PROM_CONFIG" \
+    --storage.tsdb.path="$PROM_DATA" \
+    --storage.tsdb.retention.time=7d \
+    --web.listen-address="$PROM_ADDR" \
+    --web.enable-lifecycle
+  say "started pid $(<"$RUN_DIR/prometheus.pid"), waiting for http://$PROM_ADDR/-/ready"
+  wait_until 60 prometheus ready || { stop; die "Prometheus did not become ready"; }
+  say "ready on http://$PROM_ADDR (log: $LOG_DIR/prometheus.log)"
+}
+
+stop() { stop_named prometheus "$PROM_CONFIG" 30; }
+
+status() {
+  if prom_bin >/dev/null; then
+    status_named prometheus "$PROM_CONFIG" "http://$PROM_ADDR"
+  else
+    status_line prometheus missing "" "(not installed)"
+    return 3
+  fi
+}
+
+dispatch "$@"

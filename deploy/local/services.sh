@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The Python services in the background, each in its own session (setsid), with
+# pid files in .local/run and logs in .local/log.
+#   deploy/local/services.sh start [api|worker|all]   idempotent; waits until ready
+#   deploy/local/services.sh stop [api|worker|all]    SIGTERM, up to 20 s, then SIGKILL
+#   deploy/local/services.sh status [api|worker|all]
+# api = .venv/bin/orderstatus api (ready when GET /readyz is 200),
+# worker = .venv/bin/orderstatus worker (ready when its /metrics answers).
+# Env: API_PORT (8000), WORKER_METRICS_PORT (9101), SERVICES_START_TIMEOUT (60).
+COMPONENT=services
+# shellcheck source=deploy/local/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+API_PORT="${API_PORT:-8000}"
+WORKER_METRICS_PORT="${WORKER_METRICS_PORT:-9101}"
+SERVICES_START_TIMEOUT="${SERVICES_START_TIMEOUT:-60}"
+CLI="$REPO_ROOT/.venv/bin/orderstatus"
+
+ready_url() {
+  case $1 in
+    api) echo "http://127.0.0.1:$API_PORT/readyz" ;;
+    worker) echo "http://127.0.0.1:$WORKER_METRICS_PORT/metrics" ;;
+  esac
+}
+
+start_one() {
+  local name=$1 pid url
+  url=$(ready_url "$name")
+  if pid=$(pid_of "$name" "$CLI $name"); then
+    say "$name already running (pid $pid)"
+  else
+    [[ -x $CLI ]] || die "$CLI missing: run make install"
+    start_bg "$name" "$CLI" "$name"
+    say "$name started (pid $(<"$RUN_DIR/$name.pid")), waiting for $url"
+  fi
+  wait_until "$SERVICES_START_TIMEOUT" "$name" http_ok "$url" || die "$name did not become ready"
+  say "$name ready: $url (log: $LOG_DIR/$name.log)"
+}
+
+stop_one() { stop_named "$1" "$CLI $1" 20; }
+
+status_one() { status_named "$1" "$CLI $1" "$(ready_url "$1")"; }
+
+action=${1:-}
+target=${2:-all}
+case $target in
+  api | worker) names=("$target") ;;
+  all) names=(api worker) ;;
+  *) echo "usage: $0 {start|stop|status} [api|worker|all]" >&2; exit 2 ;;
+esac
+rc=0
+case $action in
+  # The worker first: the API's replies come back through it.
+  start) for n in worker api; do [[ " ${names[*]} " == *" $n "* ]] && start_one "$n"; done ;;
+  stop) for n in api worker; do [[ " ${names[*]} " == *" $n "* ]] && stop_one "$n"; done ;;
+  status) for n in "${names[@]}"; do status_one "$n" || rc=3; done ;;
+  *) echo "usage: $0 {start|stop|status} [api|worker|all]" >&2; exit 2 ;;
+esac
+exit $rc
