@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     worker_group_id: str = "order-status-worker"
     worker_metrics_port: int = 9101
     worker_batch_max: int = 500
+    worker_static_membership: bool = True
     worker_session_timeout_ms: int = 10_000
     worker_transaction_timeout_ms: int = 10_000
 

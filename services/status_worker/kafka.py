@@ -43,6 +43,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "fetch.wait.max.ms": 100,
         "client.id": f"status-worker-{settings.worker_id}",
     }
+    if settings.worker_static_membership:
+        # A restarted worker (same WORKER_ID) takes its partitions back at once, with no rebalance.
+        config["group.instance.id"] = f"{settings.worker_group_id}.{settings.worker_id}"
     return config
 
 

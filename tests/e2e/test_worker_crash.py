@@ -1,0 +1,103 @@
+"""kill -9 of the worker while commands are in flight loses no accepted command and duplicates none."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from services.core.settings import Settings
+from services.core.topics import HEADER_COMMAND_ID
+from tests.stack import ServiceProcess, Tokens, isolated_settings
+from tests.topics import header, read_topic
+
+STATUSES = ["accepted", "preparing", "ready", "completed"]
+
+
+@pytest.fixture(scope="module")
+def crash_settings(base_settings: Settings) -> Iterator[Settings]:
+    with isolated_settings(base_settings, api_reply_timeout_s=3.0) as settings:
+        yield settings
+
+
+async def walk(client: httpx.AsyncClient, order_id: str) -> list[int]:
+    """Moves one order to completed; after a 504 it waits for the accepted command to land."""
+    codes = []
+    for version, status in enumerate(STATUSES, start=2):
+        response = await client.patch(f"/orders/{order_id}/status", json={"status": status})
+        codes.append(response.status_code)
+        if response.status_code == 504:
+            deadline = time.monotonic() + 60
+            while (await client.get(f"/orders/{order_id}")).json()["version"] < version:
+                assert time.monotonic() < deadline, "accepted command never applied"
+                await asyncio.sleep(0.2)
+        else:
+            assert response.status_code == 200, response.text
+    return codes
+
+
+def test_killing_the_worker_mid_flight_loses_and_duplicates_nothing(
+    crash_settings: Settings, log_dir: Path
+) -> None:
+    worker = ServiceProcess("worker", crash_settings, log_dir, worker_metrics_port=0).start()
+    api = ServiceProcess("api", crash_settings, log_dir).start()
+    restaurant = uuid.uuid4()
+    headers = {"Authorization": f"Bearer {Tokens(crash_settings).staff(restaurant)}"}
+    url = f"http://127.0.0.1:{crash_settings.api_port}"
+    replacement = ServiceProcess("worker", crash_settings, log_dir, worker_metrics_port=0)
+
+    async def scenario() -> list[list[int]]:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            created = await asyncio.gather(
+                *(client.post("/orders", json={"restaurant_id": str(restaurant)}) for _ in range(30))
+            )
+            order_ids = [r.json()["order_id"] for r in created]
+            walks = asyncio.gather(*(walk(client, o) for o in order_ids))
+            await asyncio.sleep(0.3)
+            worker.kill()
+            await asyncio.sleep(1.0)
+            replacement.start(wait=False)
+            return await walks
+
+    try:
+        codes = asyncio.run(scenario())
+    finally:
+        api.terminate()
+        replacement.terminate()
+        worker.kill()
+
+    print("response codes:", Counter(code for walk_codes in codes for code in walk_codes))
+    assert all(len(c) == 4 for c in codes)
+    before_kill = worker.logs().count('"evt":"order_status_success"')
+    assert 30 <= before_kill < 150, f"the kill did not land mid-stream ({before_kill} applied)"
+    settings = crash_settings
+    sent = [header(m, HEADER_COMMAND_ID) for m in read_topic(settings, settings.topics.commands)]
+    results = [
+        header(m, HEADER_COMMAND_ID)
+        for m in read_topic(settings, settings.topics.results)
+        if header(m, "duplicate") is None
+    ]
+    events = read_topic(settings, settings.topics.events)
+    assert len(sent) == 30 + 30 * 4
+    duplicates = [cid for cid, n in Counter(results).items() if n > 1]
+    assert duplicates == []
+    assert set(results) == set(sent), "every accepted command has exactly one visible outcome"
+    assert len(events) == len(sent)
+
+    with psycopg.connect(settings.admin_url) as conn:
+        outcomes = conn.execute("SELECT count(*) FROM command_outcomes").fetchone()
+        per_order = conn.execute(
+            "SELECT order_id, array_agg(version ORDER BY id) FROM order_status_events GROUP BY order_id"
+        ).fetchall()
+        final = conn.execute("SELECT DISTINCT status, version FROM orders").fetchall()
+    assert outcomes == (len(sent),)
+    assert len(per_order) == 30
+    assert all(versions == [2, 3, 4, 5] for _, versions in per_order)
+    assert final == [("completed", 5)]
