@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from services.command_api.db import OrderReads
+from services.command_api.dispatch import CommandDispatch
 from services.command_api.http import RequestContext, install_error_handlers, router
+from services.command_api.idempotency import CommandRequests
 from services.command_api.kafka import CommandBus
 from services.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def _purge_expired_keys(requests: CommandRequests, every_s: float = 300.0) -> None:
+    while True:
+        with contextlib.suppress(Exception):
+            purged = await requests.purge_expired()
+            if purged:
+                log.info("expired command requests purged", extra={"purged": purged})
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,10 +38,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bus = CommandBus(settings)
         await reads.open()
         await bus.start()
+        requests = CommandRequests(reads.pool)
         app.state.reads, app.state.bus = reads, bus
+        app.state.dispatch = CommandDispatch(bus, reads, requests)
+        purging = asyncio.create_task(_purge_expired_keys(requests))
         try:
             yield
         finally:
+            purging.cancel()
             await bus.stop()
             await reads.close()
 

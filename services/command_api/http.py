@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -19,23 +19,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.command_api.auth import InvalidToken, verify_token
 from services.command_api.db import OrderReads
-from services.command_api.kafka import CommandBus, OutcomeTimeout, PublishFailed
+from services.command_api.dispatch import CommandDispatch
+from services.command_api.kafka import CommandBus
+from services.command_api.problems import PROBLEM_RESPONSES, ProblemError, problem_response
 from services.core.messages import (
     REASON_MAX_LENGTH,
     Actor,
     ChangeStatus,
-    CommandResult,
     CreateOrder,
-    OrderView,
-    Outcome,
 )
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 
 log = logging.getLogger("services.command_api.access")
-
-PROBLEM_JSON = "application/problem+json"
-
 
 # ---- request and response models -------------------------------------------------------------
 
@@ -73,50 +69,6 @@ class HistoryEntry(BaseModel):
     created_at: datetime
 
 
-class Problem(BaseModel):
-    type: str
-    title: str
-    status: int
-    detail: str = ""
-    instance: str | None = None
-    command_id: UUID | None = None
-    current_status: OrderStatus | None = None
-    current_version: int | None = None
-
-
-class ProblemError(Exception):
-    def __init__(self, status: int, kind: str, title: str, detail: str = "", **extra: Any) -> None:
-        super().__init__(detail or title)
-        self.status, self.kind, self.title, self.detail, self.extra = (
-            status,
-            kind,
-            title,
-            detail,
-            extra,
-        )
-
-
-def problem_response(
-    request: Request, status: int, kind: str, title: str, detail: str = "", **extra: Any
-) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": f"/problems/{kind}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    body.update({k: (str(v) if isinstance(v, UUID) else v) for k, v in extra.items()})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
-
-
-PROBLEMS = {404: Problem, 409: Problem, 401: Problem, 403: Problem, 422: Problem, 504: Problem}
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": model, "content": {PROBLEM_JSON: {}}} for code, model in PROBLEMS.items()
-}
-
-
 # ---- dependencies ------------------------------------------------------------------------------
 
 
@@ -130,6 +82,10 @@ def bus_of(request: Request) -> CommandBus:
 
 def reads_of(request: Request) -> OrderReads:
     return request.app.state.reads  # type: ignore[no-any-return]
+
+
+def dispatch_of(request: Request) -> CommandDispatch:
+    return request.app.state.dispatch  # type: ignore[no-any-return]
 
 
 def authenticated(request: Request) -> Actor:
@@ -161,7 +117,7 @@ async def create_order(body: CreateOrderBody, request: Request, actor: ActorDep)
         rid=request.state.rid,
         issued_at=datetime.now(UTC),
     )
-    return await _execute(request, command)
+    return await dispatch_of(request).submit(request, command, body)
 
 
 @router.patch(
@@ -180,7 +136,7 @@ async def change_status(
         rid=request.state.rid,
         issued_at=datetime.now(UTC),
     )
-    return await _execute(request, command)
+    return await dispatch_of(request).submit(request, command, body)
 
 
 @router.get("/orders/{order_id}", response_model=OrderResponse, responses=PROBLEM_RESPONSES)
@@ -209,6 +165,12 @@ async def order_history(order_id: UUID, request: Request, actor: ActorDep) -> li
     return [HistoryEntry(**entry) for entry in await reads.history(order_id)]
 
 
+@router.get("/commands/{command_id}", responses=PROBLEM_RESPONSES)
+async def command_status(command_id: UUID, request: Request, actor: ActorDep) -> Response:
+    """The outcome of a command sent with `Prefer: respond-async`, or one that timed out (504)."""
+    return await dispatch_of(request).status(command_id, actor)
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -226,115 +188,6 @@ async def readyz(request: Request) -> JSONResponse:
     checks["kafka"] = "ok" if await asyncio.to_thread(bus.kafka_reachable) else "unreachable"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
-
-
-# ---- outcome -> HTTP -------------------------------------------------------------------------
-
-RUNBOOK_EVENTS = {
-    Outcome.APPLIED: "order_status_success",
-    Outcome.CONFLICT: "order_status_conflict",
-    Outcome.FORBIDDEN: "order_status_forbidden",
-    Outcome.NOT_FOUND: "order_status_not_found",
-    Outcome.INVALID: "order_status_invalid",
-    Outcome.ERROR: "order_status_exception",
-}
-
-
-async def _execute(request: Request, command: CreateOrder | ChangeStatus) -> Response:
-    request.state.command_id = str(command.command_id)
-    request.state.order_id = str(command.order_id)
-    try:
-        result = await bus_of(request).execute(command)
-    except PublishFailed:
-        request.state.evt = "order_status_unavailable"
-        raise ProblemError(
-            503,
-            "unavailable",
-            "Command bus unavailable",
-            "Kafka did not accept the command; nothing was changed. Retry later.",
-        ) from None
-    except OutcomeTimeout:
-        stored = await reads_of(request).command_result(command.command_id)
-        if stored is None:
-            request.state.evt = "order_status_timeout"
-            raise ProblemError(
-                504,
-                "outcome-timeout",
-                "Outcome not known yet",
-                "The command was accepted and will be applied; its outcome did not arrive in time.",
-                command_id=command.command_id,
-            ) from None
-        result = stored
-    return outcome_response(request, result, created=isinstance(command, CreateOrder))
-
-
-def outcome_response(request: Request, result: CommandResult, *, created: bool) -> Response:
-    request.state.evt = RUNBOOK_EVENTS[result.outcome]
-    order = result.order
-    if order is not None:
-        request.state.restaurant_id = str(order.restaurant_id)
-        request.state.status = order.status.value
-    if result.outcome is Outcome.APPLIED:
-        assert order is not None
-        return JSONResponse(
-            _order_json(order),
-            status_code=201 if created else 200,
-            headers={"Location": f"/orders/{order.order_id}"} if created else None,
-        )
-    current = (
-        {"current_status": order.status.value, "current_version": order.version} if order else {}
-    )
-    common = {"command_id": result.command_id, **current}
-    if result.outcome is Outcome.CONFLICT:
-        kind = result.conflict.value if result.conflict else "conflict"
-        return problem_response(
-            request, 409, kind, "Order status conflict", result.detail, **common
-        )
-    if result.outcome is Outcome.FORBIDDEN:
-        return problem_response(
-            request,
-            403,
-            "order-status-forbidden",
-            "Forbidden",
-            result.detail,
-            command_id=result.command_id,
-        )
-    if result.outcome is Outcome.NOT_FOUND:
-        return problem_response(
-            request,
-            404,
-            "order-not-found",
-            "Order not found",
-            result.detail,
-            command_id=result.command_id,
-        )
-    if result.outcome is Outcome.INVALID:
-        return problem_response(
-            request,
-            422,
-            "invalid-command",
-            "Invalid command",
-            result.detail,
-            command_id=result.command_id,
-        )
-    return problem_response(
-        request,
-        500,
-        "order-status-exception",
-        "Internal error",
-        "The command could not be applied.",
-        command_id=result.command_id,
-    )
-
-
-def _order_json(order: OrderView) -> dict[str, Any]:
-    return {
-        "order_id": str(order.order_id),
-        "restaurant_id": str(order.restaurant_id),
-        "status": order.status.value,
-        "version": order.version,
-        "updated_at": order.updated_at.isoformat(),
-    }
 
 
 # ---- error handlers and request middleware --------------------------------------------------
@@ -422,7 +275,7 @@ class RequestContext:
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            candidate = value.decode("latin-1").strip()
+            candidate: str = value.decode("latin-1").strip()
             if 0 < len(candidate) <= 200 and candidate.isprintable():
                 return candidate
     return uuid.uuid4().hex

@@ -10,10 +10,14 @@ import asyncio
 import logging
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from services.core.kafka_records import header
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result, encode
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
@@ -29,11 +33,19 @@ class OutcomeTimeout(Exception):
     """The command was accepted but its outcome did not arrive within the deadline."""
 
 
+@dataclass(eq=False)
+class _Waiting:
+    """The outcome of one command id, and how many requests wait for it (idempotent retries)."""
+
+    outcome: asyncio.Future[CommandResult]
+    requests: int = 0
+
+
 class CommandBus:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = settings.topics
-        self._pending: dict[bytes, asyncio.Future[CommandResult]] = {}
+        self._pending: dict[bytes, _Waiting] = {}
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,36 +105,71 @@ class CommandBus:
 
     async def execute(self, command: CreateOrder | ChangeStatus) -> CommandResult:
         """Publishes `command` and returns its outcome; raises PublishFailed or OutcomeTimeout."""
+        key = self._expect(command.command_id)
+        try:
+            await self.publish(command)
+            return await self._wait(key)
+        finally:
+            self._forget(key)
+
+    async def await_outcome(
+        self, command_id: UUID, stored: Callable[[], Awaitable[CommandResult | None]]
+    ) -> CommandResult:
+        """The outcome of a command published earlier: from `stored` if already known, else as it
+        arrives. Listening starts before the look-up, so an outcome in between is not missed."""
+        key = self._expect(command_id)
+        try:
+            return await stored() or await self._wait(key)
+        finally:
+            self._forget(key)
+
+    async def publish(self, command: CreateOrder | ChangeStatus) -> None:
+        """Returns once Kafka has the command (acks=all); raises PublishFailed otherwise."""
         loop = asyncio.get_running_loop()
-        key = str(command.command_id).encode()
-        outcome: asyncio.Future[CommandResult] = loop.create_future()
         delivered: asyncio.Future[None] = loop.create_future()
-        self._pending[key] = outcome
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             loop.call_soon_threadsafe(_settle, delivered, error)
 
         try:
-            try:
-                self._producer.produce(
-                    self.topics.commands,
-                    key=str(command.order_id).encode(),
-                    value=encode(command),
-                    headers=[(HEADER_COMMAND_ID, key), (HEADER_REQUEST_ID, command.rid.encode())],
-                    on_delivery=on_delivery,
-                )
-            except (BufferError, KafkaException) as exc:
-                raise PublishFailed(str(exc)) from exc
-            try:
-                await asyncio.wait_for(delivered, self.settings.api_publish_timeout_s + 1)
-            except TimeoutError as exc:
-                raise PublishFailed("no delivery report") from exc
-            try:
-                return await asyncio.wait_for(outcome, self.settings.api_reply_timeout_s)
-            except TimeoutError as exc:
-                raise OutcomeTimeout(str(command.command_id)) from exc
-        finally:
-            self._pending.pop(key, None)
+            self._producer.produce(
+                self.topics.commands,
+                key=str(command.order_id).encode(),
+                value=encode(command),
+                headers=[
+                    (HEADER_COMMAND_ID, str(command.command_id).encode()),
+                    (HEADER_REQUEST_ID, command.rid.encode()),
+                ],
+                on_delivery=on_delivery,
+            )
+        except (BufferError, KafkaException) as exc:
+            raise PublishFailed(str(exc)) from exc
+        try:
+            await asyncio.wait_for(delivered, self.settings.api_publish_timeout_s + 1)
+        except TimeoutError as exc:
+            raise PublishFailed("no delivery report") from exc
+
+    def _expect(self, command_id: UUID) -> bytes:
+        key = str(command_id).encode()
+        waiting = self._pending.get(key)
+        if waiting is None:
+            self._pending[key] = waiting = _Waiting(asyncio.get_running_loop().create_future())
+        waiting.requests += 1
+        return key
+
+    def _forget(self, key: bytes) -> None:
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            waiting.requests -= 1
+            if waiting.requests <= 0:
+                del self._pending[key]
+
+    async def _wait(self, key: bytes) -> CommandResult:
+        future = self._pending[key].outcome
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.settings.api_reply_timeout_s)
+        except TimeoutError as exc:
+            raise OutcomeTimeout(key.decode()) from exc
 
     def kafka_reachable(self, timeout: float = 2.0) -> bool:
         try:
@@ -142,12 +189,14 @@ class CommandBus:
             for message in self._consumer.consume(500, 0.05):
                 if message.error() is not None:
                     continue
-                command_id = _header(message, HEADER_COMMAND_ID)
-                if command_id is not None and command_id in self._pending:
-                    loop.call_soon_threadsafe(self._resolve, command_id, message.value())
+                command_id = header(message, HEADER_COMMAND_ID)
+                value = message.value()
+                if command_id is not None and value is not None and command_id in self._pending:
+                    loop.call_soon_threadsafe(self._resolve, command_id, value)
 
     def _resolve(self, command_id: bytes, raw: bytes) -> None:
-        future = self._pending.get(command_id)
+        waiting = self._pending.get(command_id)
+        future = waiting.outcome if waiting is not None else None
         if future is not None and not future.done():
             try:
                 future.set_result(decode_result(raw))
@@ -162,10 +211,3 @@ def _settle(future: asyncio.Future[None], error: Any) -> None:
         future.set_result(None)
     else:
         future.set_exception(PublishFailed(str(error)))
-
-
-def _header(message: Message, name: str) -> bytes | None:
-    for key, value in message.headers() or ():
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from services.core.statuses import OrderStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 REASON_MAX_LENGTH = 500
 
 

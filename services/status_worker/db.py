@@ -5,6 +5,7 @@ change, so a redelivered command is answered from there and changes nothing twic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,10 +67,8 @@ class WorkerDatabase:
 
     def reset(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
         self._conn = None
 
     def ping(self) -> None:

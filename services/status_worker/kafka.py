@@ -11,11 +11,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from services.core.kafka_records import position
 from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Headers = list[tuple[str, bytes]]
+Headers = Sequence[tuple[str, str | bytes | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +78,16 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     """The offsets to commit after `messages`: per partition, the last offset plus one."""
     latest: dict[tuple[str, int], int] = {}
     for message in messages:
-        key = (message.topic(), message.partition())
-        latest[key] = max(latest.get(key, -1), message.offset())
+        topic, partition, offset = position(message)
+        latest[(topic, partition)] = max(latest.get((topic, partition), -1), offset)
     return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in latest.items()]
 
 
 def first_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     earliest: dict[tuple[str, int], int] = {}
     for message in messages:
-        key = (message.topic(), message.partition())
-        earliest[key] = min(earliest.get(key, message.offset()), message.offset())
+        topic, partition, offset = position(message)
+        earliest[(topic, partition)] = min(earliest.get((topic, partition), offset), offset)
     return [TopicPartition(topic, part, offset) for (topic, part), offset in earliest.items()]
 
 
@@ -124,7 +125,7 @@ class TransactionalPublisher:
         while True:
             try:
                 self.producer.produce(
-                    record.topic, key=record.key, value=record.value, headers=record.headers
+                    record.topic, key=record.key, value=record.value, headers=list(record.headers)
                 )
                 return
             except BufferError:

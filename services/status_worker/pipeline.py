@@ -16,6 +16,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
+from services.core.kafka_records import header, position
 from services.core.messages import CommandResult, Outcome, decode_command, encode
 from services.core.settings import Settings
 from services.core.topics import (
@@ -36,6 +37,7 @@ from services.status_worker.db import (
     apply_batch,
 )
 from services.status_worker.kafka import (
+    Headers,
     OutRecord,
     TransactionAborted,
     TransactionalPublisher,
@@ -74,12 +76,12 @@ def decode(message: Message, now: datetime) -> Incoming | DeadLetter:
         command = decode_command(value)
     except (ValidationError, ValueError) as exc:
         return _dead_letter(message, f"undecodable: {_first_line(exc)}", now)
-    return Incoming(command, message.partition(), message.offset())
+    where = position(message)
+    return Incoming(command, where.partition, where.offset)
 
 
 def _dead_letter(message: Message, reason: str, now: datetime) -> DeadLetter:
-    headers = dict(message.headers() or [])
-    command_id = _uuid(headers.get(HEADER_COMMAND_ID))
+    command_id = _uuid(header(message, HEADER_COMMAND_ID))
     order_id = _uuid(message.key())
     result = None
     if command_id is not None and order_id is not None:
@@ -89,7 +91,7 @@ def _dead_letter(message: Message, reason: str, now: datetime) -> DeadLetter:
             command_type="unknown",
             outcome=Outcome.INVALID,
             detail=reason,
-            rid=(headers.get(HEADER_REQUEST_ID) or b"").decode(errors="replace")[:200],
+            rid=(header(message, HEADER_REQUEST_ID) or b"").decode(errors="replace")[:200],
             processed_at=now,
         )
     return DeadLetter(message, reason, result)
@@ -168,7 +170,8 @@ class StatusWorker:
             )
             return False
         # A partition revoked while the batch was being fetched belongs to another worker now.
-        return (message.topic(), message.partition()) in self.assigned
+        topic, partition, _ = position(message)
+        return (topic, partition) in self.assigned
 
     def process(self, messages: Sequence[Message]) -> None:
         now = datetime.now(UTC)
@@ -254,7 +257,7 @@ class StatusWorker:
                 message = self.consumer.poll(delay)
                 if message is not None and message.error() is None:
                     # From a partition assigned during the pause: put it back, keep it paused.
-                    tp = TopicPartition(message.topic(), message.partition(), message.offset())
+                    tp = TopicPartition(*position(message))
                     self.consumer.seek(tp)
                     self.consumer.pause([tp])
                 try:
@@ -286,12 +289,13 @@ class StatusWorker:
 
     def _dead_letter_records(self, dead: DeadLetter) -> list[OutRecord]:
         message = dead.message
-        headers = [
+        source = position(message)
+        headers: Headers = [
             *(message.headers() or []),
             (HEADER_DLQ_REASON, dead.reason.encode()),
-            (HEADER_DLQ_TOPIC, message.topic().encode()),
-            (HEADER_DLQ_PARTITION, str(message.partition()).encode()),
-            (HEADER_DLQ_OFFSET, str(message.offset()).encode()),
+            (HEADER_DLQ_TOPIC, source.topic.encode()),
+            (HEADER_DLQ_PARTITION, str(source.partition).encode()),
+            (HEADER_DLQ_OFFSET, str(source.offset).encode()),
         ]
         records = [
             OutRecord(

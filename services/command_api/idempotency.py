@@ -1,0 +1,117 @@
+"""Idempotency-Key (draft-ietf-httpapi-idempotency-key-header) and the record of commands the API
+must find again. A key is scoped to its caller and remembered for IDEMPOTENCY_TTL."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, LiteralString
+from uuid import UUID
+
+from psycopg_pool import AsyncConnectionPool
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+KEY_MAX_LENGTH = 255
+
+CLAIM_KEY: LiteralString = """
+WITH expired AS (
+    DELETE FROM command_requests
+    WHERE caller = %(caller)s AND idempotency_key = %(key)s AND expires_at < now()
+)
+INSERT INTO command_requests
+    (command_id, caller, order_id, idempotency_key, fingerprint, expires_at)
+VALUES (%(command_id)s, %(caller)s, %(order_id)s, %(key)s, %(fingerprint)s, now() + %(ttl)s)
+ON CONFLICT (caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING command_id
+"""
+
+KEY_HOLDER: LiteralString = """
+SELECT command_id, fingerprint FROM command_requests
+WHERE caller = %(caller)s AND idempotency_key = %(key)s
+"""
+
+RELEASE_KEY: LiteralString = "DELETE FROM command_requests WHERE command_id = %(command_id)s"
+
+RECORD_COMMAND: LiteralString = """
+INSERT INTO command_requests (command_id, caller, order_id, expires_at)
+VALUES (%(command_id)s, %(caller)s, %(order_id)s, now() + %(ttl)s)
+ON CONFLICT (command_id) DO NOTHING
+"""
+
+FIND_COMMAND: LiteralString = """
+SELECT command_id, caller, order_id FROM command_requests WHERE command_id = %(command_id)s
+"""
+
+PURGE_EXPIRED: LiteralString = "DELETE FROM command_requests WHERE expires_at < now()"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHolder:
+    command_id: UUID
+    fingerprint: str
+
+
+def fingerprint(method: str, path: str, body: str) -> str:
+    return hashlib.sha256(f"{method}\n{path}\n{body}".encode()).hexdigest()
+
+
+def valid_key(key: str) -> bool:
+    return 0 < len(key) <= KEY_MAX_LENGTH and key.isprintable()
+
+
+class CommandRequests:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool  # rows come back as dicts (see OrderReads)
+
+    async def claim(
+        self, *, caller: str, key: str, fingerprint: str, command_id: UUID, order_id: UUID
+    ) -> KeyHolder | None:
+        """None when this request now holds the key; else who held it first."""
+        params = {
+            "caller": caller,
+            "key": key,
+            "fingerprint": fingerprint,
+            "command_id": command_id,
+            "order_id": order_id,
+            "ttl": IDEMPOTENCY_TTL,
+        }
+        async with self.pool.connection() as conn:
+            claimed = await (await conn.execute(CLAIM_KEY, params)).fetchone()
+            if claimed is not None:
+                return None
+            row = await (await conn.execute(KEY_HOLDER, params)).fetchone()
+        if row is None:  # the holder expired and was purged between the two statements
+            return await self.claim(
+                caller=caller,
+                key=key,
+                fingerprint=fingerprint,
+                command_id=command_id,
+                order_id=order_id,
+            )
+        return KeyHolder(row["command_id"], row["fingerprint"])
+
+    async def release(self, command_id: UUID) -> None:
+        """Frees the key of a command Kafka never accepted, so a retry can go through."""
+        async with self.pool.connection() as conn:
+            await conn.execute(RELEASE_KEY, {"command_id": command_id})
+
+    async def record(self, *, caller: str, command_id: UUID, order_id: UUID) -> None:
+        params = {
+            "caller": caller,
+            "command_id": command_id,
+            "order_id": order_id,
+            "ttl": IDEMPOTENCY_TTL,
+        }
+        async with self.pool.connection() as conn:
+            await conn.execute(RECORD_COMMAND, params)
+
+    async def caller_of(self, command_id: UUID) -> str | None:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(FIND_COMMAND, {"command_id": command_id})).fetchone()
+        return row["caller"] if row is not None else None
+
+    async def purge_expired(self) -> int:
+        async with self.pool.connection() as conn:
+            purged: int = (await conn.execute(PURGE_EXPIRED)).rowcount
+            return purged
