@@ -116,7 +116,8 @@ apt_install() {
     sudo=(sudo)
   fi
   say "apt-get install $*"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 \
+    || say "WARNING: apt-get update failed; trying the install with the lists at hand"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends "$@" >&2
 }

@@ -41,9 +41,10 @@ install() {
 }
 
 # Run a command as the cluster owner: `postgres` when we are root, else ourselves.
+# From / : the owner may not be allowed into the current directory.
 as_owner() {
   if [[ $(id -u) == 0 ]]; then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
@@ -79,16 +80,20 @@ data_dir() {
 # Where the server log goes: .local/log/postgres.log when the owner can write
 # there, else next to the data directory (with a symlink in .local/log).
 server_log() {
-  local datadir=$1
-  touch "$PG_LOG" 2>/dev/null || true
-  if [[ $(id -u) == 0 && ! -L $PG_LOG ]]; then
-    chown postgres "$PG_LOG"
-    if ! runuser -u postgres -- test -w "$PG_LOG"; then
-      rm -f "$PG_LOG"
-      ln -s "$(dirname "$datadir")/postgres.log" "$PG_LOG"
+  local datadir=$1 target=$PG_LOG
+  if [[ $(id -u) == 0 ]]; then
+    if [[ ! -L $PG_LOG ]]; then
+      touch "$PG_LOG"
+      chown postgres "$PG_LOG"
+    fi
+    if [[ -L $PG_LOG ]] || ! runuser -u postgres -- test -w "$PG_LOG"; then
+      target="$(dirname "$datadir")/postgres.log"
+      touch "$target"
+      chown postgres "$target"
+      ln -sfn "$target" "$PG_LOG"
     fi
   fi
-  readlink -f "$PG_LOG"
+  echo "$target"
 }
 
 write_config() {
@@ -134,19 +139,19 @@ start() {
     say "already running (pid $pid) on 127.0.0.1:$PGPORT_LOCAL"
     echo "$pid" >"$RUN_DIR/postgres.pid"
   else
+    log=$(server_log "$datadir")
     if [[ ! -f "$datadir/PG_VERSION" ]]; then
       say "initdb $datadir ($("$bindir/postgres" --version))"
       mkdir -p "$datadir"
       [[ $(id -u) == 0 ]] && chown postgres:postgres "$datadir"
       chmod 700 "$datadir"
       as_owner "$bindir/initdb" -D "$datadir" -U postgres --auth=trust --encoding=UTF8 \
-        --locale=C.UTF-8 >>"$PG_LOG" 2>&1 || { log_tail postgres 30; die "initdb failed"; }
+        --locale=C.UTF-8 >>"$log" 2>&1 || { log_tail postgres 30; die "initdb failed"; }
     elif [[ $(<"$datadir/PG_VERSION") != "$(basename "$(dirname "$bindir")")" ]]; then
       die "$datadir is a PostgreSQL $(<"$datadir/PG_VERSION") cluster but the binaries are $bindir; remove it (make clean)"
     fi
     port_busy "$PGPORT_LOCAL" && die "port $PGPORT_LOCAL is already in use by another process"
     write_config "$datadir"
-    log=$(server_log "$datadir")
     say "starting on 127.0.0.1:$PGPORT_LOCAL (log: $log)"
     as_owner "$bindir/pg_ctl" -D "$datadir" -l "$log" -w -t 60 start >/dev/null \
       || { log_tail postgres 30; die "pg_ctl start failed"; }

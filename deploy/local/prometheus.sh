@@ -18,7 +18,7 @@ PROM_DATA="$LOCAL_DIR/prometheus/data"
 
 prom_bin() {
   if [[ -n ${PROMETHEUS_BIN:-} ]]; then
-    echo "$PROMETHEUS_BIN"
+    [[ -x $PROMETHEUS_BIN ]] && echo "$PROMETHEUS_BIN"
   else
     command -v prometheus 2>/dev/null || { [[ -x /usr/bin/prometheus ]] && echo /usr/bin/prometheus; }
   fi
