@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from services.core.messages import Actor, ChangeStatus, CreateOrder, Role, encode
 from services.core.settings import Settings
+from services.core.statuses import OrderStatus
+from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 
 
 def read_topic(settings: Settings, topic: str, *, committed_only: bool = True) -> list[Message]:
@@ -65,8 +69,57 @@ def high_watermarks(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
-def header(message: Message, name: str) -> bytes | None:
-    for key, value in message.headers() or ():
-        if key == name:
-            return value  # type: ignore[no-any-return]
-    return None
+def produce(
+    settings: Settings,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    partition: int | None = None,
+) -> None:
+    """Writes raw records straight into a topic, bypassing the API (as a buggy client might)."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    for key, value, headers in records:
+        kwargs = {"partition": partition} if partition is not None else {}
+        producer.produce(topic, key=key, value=value, headers=headers, **kwargs)
+    assert producer.flush(30) == 0
+
+
+def command_record(
+    command: CreateOrder | ChangeStatus,
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """The record the API would publish for `command`."""
+    return (
+        str(command.order_id).encode(),
+        encode(command),
+        [
+            (HEADER_COMMAND_ID, str(command.command_id).encode()),
+            (HEADER_REQUEST_ID, command.rid.encode()),
+        ],
+    )
+
+
+SERVICE_ACTOR = Actor(sub="test-pos", role=Role.SERVICE_ROLE)
+
+
+def create_command(restaurant_id: uuid.UUID, order_id: uuid.UUID | None = None) -> CreateOrder:
+    return CreateOrder(
+        command_id=uuid.uuid4(),
+        order_id=order_id or uuid.uuid4(),
+        restaurant_id=restaurant_id,
+        actor=SERVICE_ACTOR,
+        rid=uuid.uuid4().hex,
+        issued_at=datetime.now(UTC),
+    )
+
+
+def change_command(
+    order_id: uuid.UUID, status: str, expected_version: int | None = None
+) -> ChangeStatus:
+    return ChangeStatus(
+        command_id=uuid.uuid4(),
+        order_id=order_id,
+        status=OrderStatus(status),
+        expected_version=expected_version,
+        actor=SERVICE_ACTOR,
+        rid=uuid.uuid4().hex,
+        issued_at=datetime.now(UTC),
+    )

@@ -45,8 +45,29 @@ class Settings(BaseSettings):
     worker_static_membership: bool = True
     worker_session_timeout_ms: int = 10_000
     worker_transaction_timeout_ms: int = 10_000
+    worker_dead_letter_window: int = Field(
+        200, description="Messages the dead-letter guard looks back over"
+    )
+    worker_dead_letter_max_ratio: float = Field(
+        0.5, ge=0, le=1, description="Above this share of dead letters in the window, the worker stops"
+    )
+    worker_fault: str = Field(
+        "",
+        description="Fault injection for tests: 'crash_after_db_commit' or "
+        "'crash_before_kafka_commit' kills the process at that point of batch N",
+    )
+    worker_fault_batch: int = 1
 
-    sentry_dsn: str | None = None
+    worker_metrics_host: str = Field("127.0.0.1", description="0.0.0.0 inside containers")
+    worker_lag_interval_s: float = Field(5.0, description="How often the worker measures its lag")
+
+    sentry_dsn: str | None = Field(None, description="Sentry is off when unset")
+    sentry_sample_rate: float = Field(1.0, ge=0, le=1, description="Share of errors/messages sent")
+    sentry_traces_sample_rate: float = Field(
+        0.1, ge=0, le=1, description="Share of new traces sampled; continued traces follow theirs"
+    )
+    sentry_release: str | None = None
+    prometheus_url: str = "http://127.0.0.1:19090"
     log_level: str = "INFO"
 
     @cached_property

@@ -100,7 +100,12 @@ class TransactionalPublisher:
     def init(self) -> None:
         self.producer.init_transactions(self.timeout)
 
-    def publish(self, records: Sequence[OutRecord], offsets: list[TopicPartition]) -> None:
+    def publish(
+        self,
+        records: Sequence[OutRecord],
+        offsets: list[TopicPartition],
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         """Publishes `records` and commits `offsets` atomically, or raises TransactionAborted."""
         try:
             self.producer.begin_transaction()
@@ -109,6 +114,8 @@ class TransactionalPublisher:
             self.producer.send_offsets_to_transaction(
                 offsets, self.consumer.consumer_group_metadata(), self.timeout
             )
+            if before_commit is not None:
+                before_commit()
             self._retrying(lambda: self.producer.commit_transaction(self.timeout))
         except KafkaException as exc:
             error: KafkaError = exc.args[0]

@@ -13,7 +13,10 @@ from prometheus_client import start_http_server
 from services.core.jsonlog import configure_logging
 from services.core.kafka_admin import ensure_topics
 from services.core.settings import Settings
+from services.observability.sentry import init_sentry
+from services.status_worker import metrics
 from services.status_worker.db import WorkerDatabase
+from services.status_worker.guards import DeadLetterRatioExceeded
 from services.status_worker.kafka import TransactionalPublisher, consumer_config, producer_config
 from services.status_worker.pipeline import StatusWorker
 
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging("status-worker", settings.log_level)
+    init_sentry(settings, "status-worker")
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -34,7 +38,7 @@ def run(settings: Settings | None = None) -> None:
 
     ensure_topics(settings)
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     consumer = Consumer(consumer_config(settings))
     producer = Producer(producer_config(settings))
     publisher = TransactionalPublisher(producer, consumer)
@@ -44,10 +48,16 @@ def run(settings: Settings | None = None) -> None:
     log.info(
         "status worker started", extra={"evt": "worker_started", "worker_id": settings.worker_id}
     )
+    lag_monitor = metrics.LagMonitor(settings, lambda: worker.assigned)
+    lag_monitor.start()
     try:
         worker.run()
+    except DeadLetterRatioExceeded as exc:
+        log.critical(str(exc), extra={"evt": "dead_letter_guard_tripped"})
+        raise SystemExit(3) from exc
     finally:
         # Leaving the group hands our partitions over at once; every finished batch is committed.
+        lag_monitor.stop()
         consumer.close()
         producer.flush(10)
         database.reset()

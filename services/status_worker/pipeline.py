@@ -5,6 +5,7 @@ change nothing twice."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from services.status_worker.db import (
     WorkerDatabase,
     apply_batch,
 )
+from services.status_worker.guards import DeadLetterGuard, DeadLetterRatioExceeded
 from services.status_worker.kafka import (
     Headers,
     OutRecord,
@@ -74,7 +76,9 @@ def decode(message: Message, now: datetime) -> Incoming | DeadLetter:
         return _dead_letter(message, f"oversize: {len(value)} bytes", now)
     try:
         command = decode_command(value)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        return _dead_letter(message, f"undecodable: {_validation_summary(exc)}", now)
+    except ValueError as exc:
         return _dead_letter(message, f"undecodable: {_first_line(exc)}", now)
     where = position(message)
     return Incoming(command, where.partition, where.offset)
@@ -106,6 +110,15 @@ def _uuid(raw: bytes | str | None) -> UUID | None:
         return None
 
 
+def _validation_summary(exc: ValidationError) -> str:
+    """Which fields were wrong and why, e.g. `create_order.schema_version: Input should be 1`."""
+    parts = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'message'}: {error['msg']}"
+        for error in exc.errors(include_url=False)[:3]
+    ]
+    return "; ".join(parts)[:500]
+
+
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
@@ -126,6 +139,10 @@ class StatusWorker:
         self.database = database
         self.stop = stop
         self.assigned: set[tuple[str, int]] = set()
+        self.guard = DeadLetterGuard(
+            settings.worker_dead_letter_window, settings.worker_dead_letter_max_ratio
+        )
+        self.batches = 0
 
     # Rebalance callbacks: processing happens between polls, so no batch is ever in flight here.
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -181,6 +198,8 @@ class StatusWorker:
         processed = self._apply(incoming, messages, now)
         if processed is None:
             return
+        self.batches += 1
+        self._inject_fault("crash_after_db_commit")
         applied_at = time.perf_counter()
         metrics.DB_SECONDS.observe(applied_at - started)
         by_position = {
@@ -199,8 +218,21 @@ class StatusWorker:
             duplicate = outcome.source != (item.partition, item.offset)
             records.extend(self._outcome_records(outcome, duplicate))
             finished.append((item, outcome, duplicate))
+        for item in decoded:
+            self.guard.observe(isinstance(item, DeadLetter))
+        if self.guard.tripped:
+            # Divert nothing more: leave this batch uncommitted and stop for a person to look.
+            self._rewind(messages)
+            raise DeadLetterRatioExceeded(
+                f"{self.guard.ratio:.0%} of the last {self.guard.window} commands were "
+                f"dead-lettered (limit {self.guard.max_ratio:.0%})"
+            )
         try:
-            self.publisher.publish(records, next_offsets(messages))
+            self.publisher.publish(
+                records,
+                next_offsets(messages),
+                before_commit=lambda: self._inject_fault("crash_before_kafka_commit"),
+            )
         except TransactionAborted:
             metrics.TRANSACTION_ABORTS.inc()
             self._rewind(messages)
@@ -209,6 +241,13 @@ class StatusWorker:
         metrics.PUBLISH_SECONDS.observe(published_at - applied_at)
         metrics.BATCH_SIZE.observe(len(messages))
         self._report(finished, dead, datetime.now(UTC))
+
+    def _inject_fault(self, point: str) -> None:
+        """Test-only crash points (WORKER_FAULT), to prove a crash there loses and repeats nothing."""
+        if self.settings.worker_fault == point and self.batches == self.settings.worker_fault_batch:
+            log.warning("injected crash", extra={"evt": "fault_injected", "point": point})
+            self.publisher.producer.flush(5)  # make the open transaction's records hit the log
+            os._exit(70)
 
     def _apply(
         self, incoming: list[Incoming], messages: Sequence[Message], now: datetime

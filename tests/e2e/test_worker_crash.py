@@ -13,10 +13,11 @@ import httpx
 import psycopg
 import pytest
 
+from services.core.kafka_records import header
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from tests.stack import ServiceProcess, Tokens, isolated_settings
-from tests.topics import header, read_topic
+from tests.topics import read_topic
 
 STATUSES = ["accepted", "preparing", "ready", "completed"]
 

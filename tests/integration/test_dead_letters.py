@@ -1,0 +1,115 @@
+"""Poison and invalid commands go to the dead-letter topic with the reason; the partition goes on."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from services.core.kafka_records import header
+from services.core.messages import decode_result
+from services.core.settings import Settings
+from services.core.topics import (
+    HEADER_COMMAND_ID,
+    HEADER_DLQ_OFFSET,
+    HEADER_DLQ_PARTITION,
+    HEADER_DLQ_REASON,
+)
+from tests.stack import ServiceProcess, isolated_settings
+from tests.topics import command_record, create_command, produce, read_topic
+
+
+@pytest.fixture
+def dlq_settings(base_settings: Settings) -> Iterator[Settings]:
+    with isolated_settings(base_settings) as settings:
+        yield settings
+
+
+def wait_for_outcome(settings: Settings, command_id: uuid.UUID, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(settings.admin_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT outcome FROM command_outcomes WHERE command_id = %s", (command_id,)
+            ).fetchone()
+            if row:
+                return str(row[0])
+            time.sleep(0.1)
+    raise TimeoutError(f"no outcome for {command_id}")
+
+
+def test_poison_messages_are_dead_lettered_and_the_partition_goes_on(
+    dlq_settings: Settings, log_dir: Path
+) -> None:
+    worker = ServiceProcess("worker", dlq_settings, log_dir, worker_metrics_port=0).start()
+    valid = create_command(uuid.uuid4())
+    key, value, headers = command_record(valid)
+    payload = json.loads(value)
+    identified = uuid.uuid4()
+    poison: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = [
+        (b"garbage", b"\x00\xff\x13not json at all", []),
+        (key, value[: len(value) // 2], []),  # truncated JSON
+        (key, json.dumps({**payload, "schema_version": 2}).encode(), []),
+        (key, b"{" + b" " * 70_000 + b"}", []),  # oversize
+        (
+            key,
+            json.dumps({**payload, "type": "teleport_order"}).encode(),
+            [(HEADER_COMMAND_ID, str(identified).encode())],
+        ),
+        (None, None, []),
+    ]
+    try:
+        produce(
+            dlq_settings,
+            dlq_settings.topics.commands,
+            [*poison, (key, value, headers)],
+            partition=0,
+        )
+        assert wait_for_outcome(dlq_settings, valid.command_id) == "applied"
+        assert worker.process is not None and worker.process.poll() is None, "worker died"
+    finally:
+        worker.terminate()
+
+    dead = read_topic(dlq_settings, dlq_settings.topics.dead_letters)
+    assert len(dead) == len(poison)
+    reasons = [(header(m, HEADER_DLQ_REASON) or b"").decode() for m in dead]
+    assert [r.split(":")[0] for r in reasons] == ["undecodable"] * 3 + ["oversize"] + [
+        "undecodable"
+    ] * 2
+    assert "schema_version" in reasons[2]
+    assert [int(header(m, HEADER_DLQ_PARTITION) or b"-1") for m in dead] == [0] * len(poison)
+    assert [int(header(m, HEADER_DLQ_OFFSET) or b"-1") for m in dead] == list(range(len(poison)))
+    assert [m.value() for m in dead[:3]] == [p[1] for p in poison[:3]]  # kept byte for byte
+
+    results = [
+        decode_result(m.value() or b"")
+        for m in read_topic(dlq_settings, dlq_settings.topics.results)
+    ]
+    by_command = {r.command_id: r for r in results}
+    assert by_command[identified].outcome == "invalid"  # the caller learns why
+    assert by_command[valid.command_id].outcome == "applied"
+
+
+def test_the_guard_stops_the_worker_when_dead_letters_dominate(
+    dlq_settings: Settings, log_dir: Path
+) -> None:
+    worker = ServiceProcess(
+        "worker",
+        dlq_settings,
+        log_dir,
+        worker_metrics_port=0,
+        worker_dead_letter_window=20,
+        worker_dead_letter_max_ratio=0.5,
+    ).start()
+    produce(
+        dlq_settings, dlq_settings.topics.commands, [(b"k", b"not a command", [])] * 40, partition=1
+    )
+    assert worker.process is not None
+    assert worker.process.wait(60) == 3
+    assert '"evt":"dead_letter_guard_tripped"' in worker.logs()
+    assert len(read_topic(dlq_settings, dlq_settings.topics.dead_letters)) < 40
