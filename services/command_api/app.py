@@ -16,6 +16,8 @@ from services.command_api.http import RequestContext, install_error_handlers, ro
 from services.command_api.idempotency import CommandRequests
 from services.command_api.kafka import CommandBus
 from services.core.settings import Settings
+from services.observability.api_metrics import mount_metrics
+from services.observability.sentry import init_sentry
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ async def _purge_expired_keys(requests: CommandRequests, every_s: float = 300.0)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    init_sentry(settings, "command-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(router)
+    mount_metrics(app)
     install_error_handlers(app)
     app.add_middleware(RequestContext)
     return app

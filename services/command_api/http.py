@@ -30,6 +30,8 @@ from services.core.messages import (
 )
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
+from services.observability.api_metrics import observe_request, route_template
+from services.observability.sentry import report_answer
 
 log = logging.getLogger("services.command_api.access")
 
@@ -253,6 +255,19 @@ class RequestContext:
             await self.app(scope, receive, send_with_rid)
         finally:
             path = scope["path"]
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            route = route_template(scope)
+            observe_request(
+                route, scope["method"], status_code, duration_ms / 1000, state.get("evt")
+            )
+            report_answer(
+                evt=state.get("evt"),
+                route=route,
+                method=scope["method"],
+                status=status_code,
+                duration_ms=duration_ms,
+                context={"rid": rid, **{k: state.get(k) for k in ("command_id", "order_id")}},
+            )
             if path not in ("/healthz", "/readyz", "/metrics"):
                 log.info(
                     "request",
@@ -262,7 +277,7 @@ class RequestContext:
                         "method": scope["method"],
                         "path": path,
                         "status_code": status_code,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": duration_ms,
                         **{
                             k: state[k]
                             for k in ("command_id", "order_id", "restaurant_id", "status")

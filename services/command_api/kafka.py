@@ -21,6 +21,7 @@ from services.core.kafka_records import header
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result, encode
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
+from services.observability.sentry import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class CommandBus:
                 headers=[
                     (HEADER_COMMAND_ID, str(command.command_id).encode()),
                     (HEADER_REQUEST_ID, command.rid.encode()),
+                    *trace_headers(),
                 ],
                 on_delivery=on_delivery,
             )

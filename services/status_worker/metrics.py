@@ -1,6 +1,25 @@
-"""Prometheus metrics of the worker (served on WORKER_METRICS_PORT)."""
+"""Prometheus metrics of the worker (served on WORKER_METRICS_PORT), its consumer-lag monitor, and
+the Sentry transactions of processed commands."""
 
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+
+from confluent_kafka import Consumer, Message
 from prometheus_client import Counter, Gauge, Histogram
+
+from services.core.messages import Outcome
+from services.core.settings import Settings
+from services.observability import sentry
+from services.observability.kafka_lag import group_lag, offsets_reader
+from services.status_worker.db import Incoming, Processed
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_REASONS = ("oversize", "undecodable")
 
 COMMANDS = Counter(
     "orderstatus_worker_commands_total", "Commands given an outcome, by outcome", ["outcome"]
@@ -42,3 +61,87 @@ DATABASE_UNAVAILABLE = Counter(
 ASSIGNED_PARTITIONS = Gauge(
     "orderstatus_worker_assigned_partitions", "Command partitions assigned to this worker"
 )
+CONSUMER_LAG = Gauge(
+    "orderstatus_worker_consumer_lag",
+    "Commands not yet processed (high watermark - committed offset) on this worker's partitions",
+    ["partition"],
+)
+LAG_MEASURED = Gauge(
+    "orderstatus_worker_lag_measured_timestamp_seconds",
+    "When this worker last measured its consumer lag (stale = the measuring thread is stuck)",
+)
+
+for _outcome in Outcome:
+    COMMANDS.labels(_outcome.value)  # every outcome's series exists from the start, at 0
+for _reason in DEAD_LETTER_REASONS:
+    DEAD_LETTERS.labels(_reason)
+
+
+class LagMonitor:
+    """Measures the lag of the partitions this worker owns every `interval` seconds, on a thread of
+    its own with its own consumer, so a slow broker never delays the processing loop."""
+
+    def __init__(
+        self, settings: Settings, assigned: Callable[[], Iterable[tuple[str, int]]]
+    ) -> None:
+        self.settings = settings
+        self.assigned = assigned
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag-monitor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        reader = offsets_reader(self.settings)
+        topic = self.settings.topics.commands
+        try:
+            while not self._stop.wait(self.settings.worker_lag_interval_s):
+                try:
+                    self.measure(reader, topic)
+                except Exception as exc:  # the broker may be away; measure again next time
+                    log.warning(
+                        "lag not measured", extra={"evt": "lag_unmeasured", "error": str(exc)}
+                    )
+        finally:
+            reader.close()
+
+    def measure(self, reader: Consumer, topic: str) -> None:
+        partitions = {p for t, p in self.assigned() if t == topic}
+        lags = group_lag(reader, topic, partitions)
+        CONSUMER_LAG.clear()
+        for lag in lags:
+            CONSUMER_LAG.labels(str(lag.partition)).set(lag.lag)
+        LAG_MEASURED.set_to_current_time()
+
+
+def trace_batch(
+    messages: Sequence[Message],
+    finished: Sequence[tuple[Incoming, Processed, bool]],
+    started: datetime,
+) -> None:
+    """One Sentry transaction per processed command, continuing the trace of the API request that
+    sent it (its Kafka headers). No-op without SENTRY_DSN."""
+    if not sentry.active():
+        return
+    headers = {(m.partition(), m.offset()): m.headers() for m in messages}
+    for item, processed, duplicate in finished:
+        result = processed.result
+        sentry.trace_command(
+            headers.get((item.partition, item.offset)),
+            started=started,
+            ok=result.outcome is not Outcome.ERROR,
+            data={
+                "rid": item.command.rid,
+                "command_id": str(result.command_id),
+                "order_id": str(result.order_id),
+                "outcome": result.outcome.value,
+                "duplicate": duplicate,
+                "partition": item.partition,
+                "offset": item.offset,
+            },
+        )

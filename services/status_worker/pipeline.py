@@ -241,6 +241,7 @@ class StatusWorker:
         metrics.PUBLISH_SECONDS.observe(published_at - applied_at)
         metrics.BATCH_SIZE.observe(len(messages))
         self._report(finished, dead, datetime.now(UTC))
+        metrics.trace_batch(messages, finished, now)
 
     def _inject_fault(self, point: str) -> None:
         """Test-only crash points (WORKER_FAULT), to prove a crash there loses and repeats nothing."""

@@ -1,0 +1,114 @@
+"""Prometheus metrics of the command API, by route template (bounded label values), served on the
+API's own port at /metrics.
+
+With PROMETHEUS_MULTIPROC_DIR set before this module is imported, every uvicorn worker process
+writes its samples to files there and /metrics sums them (prometheus-client's multiprocess mode);
+the directory must be emptied before the API starts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import Scope
+
+from services.observability import slis
+
+UNMATCHED = "unmatched"
+"""The route label of requests no route matched (random paths must not grow the label set)."""
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+"""0.3 s is the runbook's PATCH p95 objective: the histogram must have that edge."""
+
+REQUESTS = Counter(
+    slis.REQUESTS.removesuffix("_total"),
+    "HTTP requests answered, by route template, method and status code",
+    ["route", "method", "status"],
+)
+DURATION = Histogram(
+    slis.DURATION,
+    "Time to answer an HTTP request, by route template and method",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+SERVER_ERRORS = Counter(
+    slis.SERVER_ERRORS.removesuffix("_total"),
+    "5xx answers by route template; every route starts at 0 so the first one is an increase",
+    ["route"],
+)
+COMMAND_OUTCOMES = Counter(
+    "orderstatus_api_command_outcomes",
+    "Commands answered by the API, by outcome (the worker's outcomes plus unavailable and timeout)",
+    ["outcome"],
+)
+
+OUTCOME_OF_EVENT = {
+    "order_status_success": "applied",
+    "order_status_conflict": "conflict",
+    "order_status_forbidden": "forbidden",
+    "order_status_not_found": "not_found",
+    "order_status_invalid": "invalid",
+    "order_status_exception": "error",
+    "order_status_unavailable": "unavailable",
+    "order_status_timeout": "timeout",
+}
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (e.g. /orders/{order_id}/status), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+def initialise(routes: Iterable[BaseRoute]) -> None:
+    """Creates the series that alerts take `increase()` of, so their first event counts."""
+    for route in routes:
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            SERVER_ERRORS.labels(path)
+    for outcome in OUTCOME_OF_EVENT.values():
+        COMMAND_OUTCOMES.labels(outcome)
+
+
+def observe_request(
+    route: str, method: str, status: int, seconds: float, evt: str | None = None
+) -> None:
+    REQUESTS.labels(route, method, str(status)).inc()
+    DURATION.labels(route, method).observe(seconds)
+    if status >= 500:
+        SERVER_ERRORS.labels(route).inc()
+    outcome = OUTCOME_OF_EVENT.get(evt or "")
+    if outcome is not None:
+        COMMAND_OUTCOMES.labels(outcome).inc()
+
+
+def exposition() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+async def metrics_endpoint(_request: Request) -> Response:
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def mount_metrics(app: Starlette) -> None:
+    """Serves /metrics on the app's own port; call after the routes are included."""
+    initialise(app.routes)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

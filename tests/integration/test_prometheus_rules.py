@@ -1,0 +1,44 @@
+"""The alert and recording rules pass promtool: syntax (`check rules`) and behaviour (`test rules`,
+one test per alert firing and one not firing, in deploy/prometheus/tests)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+PROMTOOL = shutil.which("promtool")
+
+pytestmark = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool missing: deploy/local/prometheus.sh install brings it"
+)
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run(
+        [PROMTOOL, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_the_rule_files_pass_promtool_check_rules() -> None:
+    rule_files = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
+    assert rule_files
+    checked = promtool("check", "rules", *rule_files)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_rule_unit_tests_pass_promtool_test_rules() -> None:
+    test_files = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
+    assert test_files
+    tested = promtool("test", "rules", *test_files)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def test_the_local_prometheus_config_passes_promtool_check_config() -> None:
+    checked = promtool("check", "config", PROMETHEUS_DIR / "prometheus.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
