@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from services.core.statuses import OrderStatus
 
@@ -44,7 +44,8 @@ class CommandBase(Contract):
     order_id: UUID
     actor: Actor
     rid: str = Field("", max_length=200, description="Request id, for logs across services")
-    issued_at: datetime
+    # Aware only: the worker subtracts it from its own UTC clock.
+    issued_at: AwareDatetime
 
 
 class CreateOrder(CommandBase):
