@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     schemas = commands.add_parser("schemas", help="write JSON Schemas of the message contracts")
     schemas.add_argument("--out", type=Path, default=Path("schemas"))
 
+    doctor = commands.add_parser("doctor", help="the runbook's checks, with verdicts")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--window", default="15m", help="SLI window, e.g. 5m, 1h (default 15m)")
+    doctor.add_argument("--lag-sample", type=float, default=2.0, help="seconds between lag samples")
+    watch = commands.add_parser("watch", help="live terminal view of throughput, SLIs and lag")
+    watch.add_argument("--once", action="store_true", help="render one frame and exit")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+
     args = parser.parse_args(argv)
     settings = Settings()
 
@@ -79,6 +87,21 @@ def main(argv: list[str] | None = None) -> int:
 
         for path in write_schemas(args.out):
             print(path)
+    elif args.command == "doctor":
+        from services.ops.doctor import main as run_doctor
+        from services.ops.doctor import window_seconds
+
+        try:
+            window_seconds(args.window)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return run_doctor(
+            settings, window=args.window, lag_sample_s=args.lag_sample, as_json=args.json
+        )
+    elif args.command == "watch":
+        from services.ops.watch import run_watch
+
+        return run_watch(settings, once=args.once, interval=args.interval)
     return 0
 
 

@@ -1,0 +1,93 @@
+"""What doctor and watch ask Kafka: reachability, the worker group's lag and members, and how many
+messages wait in the dead-letter topic."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from services.core.settings import Settings
+from services.observability.kafka_lag import (
+    PartitionLag,
+    command_partitions,
+    group_lag,
+    offsets_reader,
+)
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "socket.timeout.ms": 5000}
+    )
+
+
+def broker_count(settings: Settings, timeout: float = 5.0) -> int:
+    """Raises KafkaException when no broker answers within `timeout`."""
+    return len(admin(settings).list_topics(timeout=timeout).brokers)
+
+
+def worker_lag(settings: Settings) -> list[PartitionLag]:
+    reader = offsets_reader(settings)
+    try:
+        topic = settings.topics.commands
+        return group_lag(reader, topic, command_partitions(reader, topic))
+    finally:
+        reader.close()
+
+
+def group_members(settings: Settings, timeout: float = 5.0) -> tuple[str, int]:
+    """The worker group's state and number of members."""
+    client = admin(settings)  # must outlive the future: a collected client never resolves it
+    futures = client.describe_consumer_groups([settings.worker_group_id], request_timeout=timeout)
+    description = futures[settings.worker_group_id].result(timeout=timeout + 1)
+    state = getattr(description.state, "name", str(description.state))
+    return state.lower(), len(description.members)
+
+
+def count_messages(settings: Settings, topic: str, deadline_s: float = 10.0) -> tuple[int, bool]:
+    """Messages in `topic` as a read_committed reader sees them (transaction markers take offsets
+    too, so high - low overcounts). Returns (count, exact): past the deadline the count so far plus
+    the offsets not yet read, an upper bound."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"orderstatus-doctor-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        partitions = command_partitions(consumer, topic)
+        ends: dict[int, int] = {}
+        assignment = []
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            if high > low:
+                ends[p] = high
+                assignment.append(TopicPartition(topic, p, low))
+        if not assignment:
+            return 0, True
+        consumer.assign(assignment)
+        counted = 0
+        stop_at = time.monotonic() + deadline_s
+        pending = set(ends)
+        while pending and time.monotonic() < stop_at:
+            for message in consumer.consume(1000, 0.2):
+                if message.error() is None:
+                    counted += 1
+            for p in list(pending):
+                position = consumer.position([TopicPartition(topic, p)])[0].offset
+                if position >= ends[p]:
+                    pending.discard(p)
+        if not pending:
+            return counted, True
+        rest = sum(
+            ends[p] - max(consumer.position([TopicPartition(topic, p)])[0].offset, 0)
+            for p in pending
+        )
+        return counted + rest, False
+    finally:
+        consumer.close()

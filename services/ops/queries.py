@@ -1,0 +1,82 @@
+"""Named SQL of `orderstatus doctor` and `watch`: the runbook's queries, in working form.
+
+Fixed from the seed runbook:
+- AVG_CHANGE_INTERVAL: the seed put LAG() inside AVG(); PostgreSQL refuses window functions inside
+  aggregates, so the intervals are computed in a subquery first.
+- SLOWEST_STATEMENTS: pg_stat_statements' total_time/mean_time are total_exec_time/mean_exec_time
+  since PostgreSQL 13.
+- INDEXES: the seed looked for orders_status_created_idx among order_status_events' indexes; it is
+  an index of orders. Both tables are listed.
+The operator's own queries carry /* orderstatus-ops */ so that they do not rank among the slowest."""
+
+from typing import LiteralString
+
+PING: LiteralString = "SELECT 1"
+
+CONFLICTS_24H: LiteralString = """
+SELECT /* orderstatus-ops */ count(*) AS conflicts_24h
+FROM public.widget_events
+WHERE type = 'order_status_conflict'
+  AND created_at > now() - interval '24 hours'
+"""
+
+CHANGES_PER_RESTAURANT_7D: LiteralString = """
+SELECT /* orderstatus-ops */ restaurant_id, count(*) AS changes_7d
+FROM public.order_status_events
+WHERE created_at > now() - interval '7 days'
+GROUP BY restaurant_id
+ORDER BY changes_7d DESC
+LIMIT %(limit)s
+"""
+
+AVG_CHANGE_INTERVAL_1H: LiteralString = """
+SELECT /* orderstatus-ops */ avg(interval_seconds) AS avg_interval_seconds, count(*) AS changes_1h
+FROM (
+  SELECT EXTRACT(EPOCH FROM (created_at - lag(created_at) OVER (ORDER BY created_at)))
+         AS interval_seconds
+  FROM public.order_status_events
+  WHERE created_at > now() - interval '1 hour'
+) AS gaps
+"""
+
+INDEXES: LiteralString = """
+SELECT tablename, indexname
+FROM pg_indexes
+WHERE schemaname = 'public' AND tablename IN ('orders', 'order_status_events')
+ORDER BY tablename, indexname
+"""
+
+TABLE_SIZES: LiteralString = """
+SELECT schemaname, tablename,
+       pg_size_pretty(pg_total_relation_size(quote_ident(schemaname) || '.' || quote_ident(tablename)))
+         AS size,
+       pg_total_relation_size(quote_ident(schemaname) || '.' || quote_ident(tablename)) AS bytes
+FROM pg_tables
+WHERE schemaname = 'public'
+  AND tablename IN ('orders', 'order_status_events', 'command_outcomes', 'widget_events')
+ORDER BY bytes DESC
+"""
+
+PG_STAT_STATEMENTS_INSTALLED: LiteralString = """
+SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_stat_statements')
+"""
+
+SLOWEST_STATEMENTS: LiteralString = """
+SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS query, calls,
+       round(total_exec_time::numeric, 2) AS total_exec_ms,
+       round(mean_exec_time::numeric, 3) AS mean_exec_ms
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND query ~ '\\m(orders|order_status_events|command_outcomes)\\M'
+  AND query !~ 'pg_stat_statements|pg_catalog|pg_indexes|orderstatus-ops'
+  AND query !~* '\\m(create|alter|drop|comment on|grant|revoke)\\M'
+ORDER BY mean_exec_time DESC
+LIMIT %(limit)s
+"""
+
+OUTCOMES_SINCE: LiteralString = """
+SELECT /* orderstatus-ops */ command_type, outcome, count(*) AS commands
+FROM public.command_outcomes
+WHERE created_at > now() - make_interval(secs => %(seconds)s)
+GROUP BY command_type, outcome
+"""
