@@ -16,11 +16,14 @@ KAFKA_PORT ?= 19092
 PGPORT_LOCAL ?= 55432
 PROMETHEUS_PORT ?= 19090
 KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
-DATABASE_URL ?= postgresql://orderstatus:orderstatus@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
+# The services log in as orderstatus_app (row-level security applies); migrations and
+# `orderstatus grant` use the owner, orderstatus (docs/security.md).
+DATABASE_URL ?= postgresql://orderstatus_app:orderstatus_app@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
+DATABASE_ADMIN_URL ?= postgresql://orderstatus:orderstatus@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
 PROMETHEUS_URL ?= http://127.0.0.1:$(PROMETHEUS_PORT)
-export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL PROMETHEUS_URL
+export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL DATABASE_ADMIN_URL PROMETHEUS_URL
 
-.PHONY: help install infra migrate up down status test lint chaos bench logs clean
+.PHONY: help install infra migrate up down status test lint chaos bench logs clean dashboards doctor
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'

@@ -21,6 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds")
 
     commands.add_parser("migrate", help="apply database migrations")
+    for name, text in (
+        ("grant", "let a user (a JWT `sub`) act for a restaurant"),
+        ("revoke", "take that back (effective for the next command)"),
+    ):
+        membership = commands.add_parser(name, help=text)
+        membership.add_argument("--restaurant", type=UUID, required=True)
+        membership.add_argument("--user", required=True, help="the user's JWT `sub`")
+    staff = commands.add_parser("staff", help="list who may act for a restaurant")
+    staff.add_argument("--restaurant", type=UUID, required=True)
     commands.add_parser("topics", help="create the Kafka topics")
     commands.add_parser("api", help="run the command API")
     commands.add_parser("worker", help="run a status worker")
@@ -64,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
         applied = apply_migrations(settings.admin_url)
         print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    elif args.command in ("grant", "revoke", "staff"):
+        return _membership(settings, args)
     elif args.command == "topics":
         from services.core.kafka_admin import ensure_topics
 
@@ -102,6 +113,24 @@ def main(argv: list[str] | None = None) -> int:
         from services.ops.watch import run_watch
 
         return run_watch(settings, once=args.once, interval=args.interval)
+    return 0
+
+
+def _membership(settings: Settings, args: argparse.Namespace) -> int:
+    """Staff membership lives in the database (restaurant_staff), written as the owner role."""
+    import psycopg
+
+    from services.core import tenancy
+
+    with psycopg.connect(settings.admin_url, autocommit=True) as conn:
+        if args.command == "staff":
+            for user_id, granted_at, granted_by in tenancy.staff_of(conn, args.restaurant):
+                print(f"{user_id}\tsince {granted_at:%Y-%m-%d %H:%M:%S%z}\tby {granted_by}")
+            return 0
+        change = tenancy.grant_staff if args.command == "grant" else tenancy.revoke_staff
+        changed = change(conn, user_id=args.user, restaurant_id=args.restaurant)
+    verb = "granted" if args.command == "grant" else "revoked"
+    print(f"{args.user} @ {args.restaurant}: {verb if changed else 'unchanged'}")
     return 0
 
 

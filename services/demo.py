@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from services.command_api.auth import mint_token
+from services.core.messages import Role
 from services.core.settings import Settings
 
 RESTAURANTS = ["Trattoria Roma", "Sushi Kai", "Taco Loco", "Curry House", "Pho Saigon"]
@@ -104,7 +105,13 @@ async def _demo(settings: Settings, url: str, terminals: int, orders: int) -> in
     pos: list[Terminal] = []
     for index in range(terminals):
         restaurant_id = uuid.uuid4()
-        token = mint_token(settings, sub=f"pos-{index + 1}", restaurant_ids=[restaurant_id])
+        # A POS integration: a service token scoped to its restaurant (docs/security.md).
+        token = mint_token(
+            settings,
+            sub=f"pos-{index + 1}",
+            role=Role.SERVICE_ROLE,
+            restaurant_ids=[restaurant_id],
+        )
         client = httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from services.core.settings import Settings
-from tests.stack import ServiceProcess, Tokens, isolated_settings
+from tests.stack import ServiceProcess, Tokens, free_port, isolated_settings
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,7 +56,10 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(stack_settings: Settings, log_dir: Path) -> Iterator[Stack]:
-    worker = ServiceProcess("worker", stack_settings, log_dir, worker_metrics_port=0).start()
+    # Metrics on a free port: tests read the worker's counters (e.g. forbidden outcomes).
+    worker = ServiceProcess(
+        "worker", stack_settings, log_dir, worker_metrics_port=free_port()
+    ).start()
     api = ServiceProcess("api", stack_settings, log_dir).start()
     yield Stack(stack_settings, api, worker)
     api.terminate()

@@ -25,6 +25,7 @@ from services.core.kafka_admin import ensure_topics
 from services.core.messages import Role
 from services.core.migrate import apply_migrations
 from services.core.settings import Settings
+from services.core.tenancy import grant_staff
 
 ORDERSTATUS = str(Path(sys.executable).with_name("orderstatus"))
 
@@ -47,6 +48,21 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def with_database(url: str, database: str) -> str:
     return psycopg.conninfo.make_conninfo(url, dbname=database)
+
+
+@contextmanager
+def migrated_database(base: Settings) -> Iterator[tuple[str, str]]:
+    """A fresh migrated database without Kafka: (app role url, owner url); dropped afterwards."""
+    name = f"orderstatus_db_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base.admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # name is generated above
+    try:
+        admin_url = with_database(base.admin_url, name)
+        apply_migrations(admin_url)
+        yield with_database(base.database_url, name), admin_url
+    finally:
+        with psycopg.connect(base.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -153,11 +169,33 @@ class ServiceProcess:
 
 
 class Tokens:
+    """Tokens for tests, and the staff memberships behind them (docs/security.md).
+
+    `staff(R...)` makes `sub` a member of each R in the database (as the owner) and narrows the
+    token to them: one sub may belong to many restaurants while each token acts only for its own.
+    `pos(R...)` is a POS integration's service token scoped to R; `service()` an unscoped one."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._granted: set[tuple[str, uuid.UUID]] = set()
+
+    def grant(self, sub: str, *restaurants: uuid.UUID) -> None:
+        missing = [r for r in restaurants if (sub, r) not in self._granted]
+        if not missing:
+            return
+        with psycopg.connect(self.settings.admin_url, autocommit=True) as conn:
+            for restaurant in missing:
+                grant_staff(conn, user_id=sub, restaurant_id=restaurant)
+        self._granted.update((sub, r) for r in missing)
 
     def staff(self, *restaurants: uuid.UUID, sub: str = "staff-test") -> str:
+        self.grant(sub, *restaurants)
         return mint_token(self.settings, sub=sub, restaurant_ids=restaurants)
+
+    def pos(self, *restaurants: uuid.UUID, sub: str = "pos-terminal") -> str:
+        return mint_token(
+            self.settings, sub=sub, role=Role.SERVICE_ROLE, restaurant_ids=restaurants
+        )
 
     def service(self, sub: str = "pos-integration") -> str:
         return mint_token(self.settings, sub=sub, role=Role.SERVICE_ROLE)

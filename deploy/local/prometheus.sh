@@ -44,7 +44,12 @@ ready() { http_ok "http://$PROM_ADDR/-/ready"; }
 start() {
   local pid bin
   if pid=$(pid_of prometheus "$PROM_CONFIG"); then
-    say "already running (pid $pid) on http://$PROM_ADDR"
+    # Pick up rule and config changes (deploy/prometheus/rules) without a restart.
+    if curl -fsS -o /dev/null --max-time 5 -X POST "http://$PROM_ADDR/-/reload"; then
+      say "already running (pid $pid) on http://$PROM_ADDR; configuration and rules reloaded"
+    else
+      say "already running (pid $pid) on http://$PROM_ADDR; WARNING: reload failed (see $LOG_DIR/prometheus.log)"
+    fi
     return 0
   fi
   install

@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.command_api.auth import TokenVerifier
 from services.command_api.db import OrderReads
 from services.command_api.dispatch import CommandDispatch
 from services.command_api.http import RequestContext, install_error_handlers, router
 from services.command_api.idempotency import CommandRequests
 from services.command_api.kafka import CommandBus
+from services.command_api.limits import RequestLimits
 from services.core.settings import Settings
 from services.observability.api_metrics import mount_metrics
 from services.observability.sentry import init_sentry
@@ -59,8 +61,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.verifier = TokenVerifier(settings)
     app.include_router(router)
     mount_metrics(app)
     install_error_handlers(app)
+    # Size limits first (inside RequestContext, so a 413/431 is logged with its request id).
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.api_max_body_bytes,
+        max_header_bytes=settings.api_max_header_bytes,
+    )
     app.add_middleware(RequestContext)
     return app

@@ -1,46 +1,106 @@
-"""Bearer JWTs (HS256 with JWT_SECRET), Supabase-style claims.
+"""Bearer JWTs: HS256 with JWT_SECRET, RS256/ES256 with the issuer's keys from JWT_JWKS_URL (e.g.
+Supabase's `/auth/v1/.well-known/jwks.json`). Signature, `exp`, `nbf`, audience and (when configured)
+issuer are checked; the algorithm comes from the key, never from the token alone.
 
-Claims: `sub` (user or integration id), `role` (`authenticated` for staff, `service_role` for
-trusted back ends), `restaurant_ids` (the restaurants the caller may act for), `aud`, `exp`, `iat`.
-"""
+Claims, Supabase-compatible: `sub` (user or integration id), `role` (`authenticated` for staff,
+`service_role` for back ends and POS integrations), optional `restaurant_ids` (narrows the token to
+those restaurants), `aud`, `exp`. What each may do is PostgreSQL's call (docs/security.md)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 import jwt
+from jwt import PyJWK, PyJWKClient
+from jwt.exceptions import PyJWKClientConnectionError
 from pydantic import ValidationError
 
 from services.core.messages import Actor, Role
-from services.core.settings import Settings
+from services.core.settings import DEV_JWT_SECRET, Settings
 
-ALGORITHMS = ["HS256"]
+SYMMETRIC = "HS256"
+ASYMMETRIC = ("RS256", "ES256")
+LEEWAY_S = 5
+JWKS_TIMEOUT_S = 2.0
+JWKS_CACHE_S = 300.0
 
 
 class InvalidToken(Exception):
     """Deliberately vague: the caller learns only that the token was not accepted."""
 
 
+class KeysUnavailable(Exception):
+    """The JWKS endpoint could not be reached: not the caller's fault, so not a 401."""
+
+
+class TokenVerifier:
+    """One per process: holds the JWKS cache (refetched at most every JWKS_CACHE_S, and for an
+    unknown `kid` at most once per PyJWKClient cooldown, so random kids cannot flood the issuer)."""
+
+    def __init__(self, settings: Settings) -> None:
+        secret = settings.jwt_secret.get_secret_value()
+        if settings.environment == "prod" and secret == DEV_JWT_SECRET:
+            raise ValueError("JWT_SECRET is the development secret: refused in prod")
+        self._secret = secret or None
+        self._jwks = (
+            PyJWKClient(settings.jwt_jwks_url, lifespan=JWKS_CACHE_S, timeout=JWKS_TIMEOUT_S)
+            if settings.jwt_jwks_url
+            else None
+        )
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._required = ["exp", "sub", "role", "aud"] + (["iss"] if self._issuer else [])
+
+    def verify(self, token: str) -> Actor:
+        """The caller's claims, or InvalidToken (any reason) / KeysUnavailable (JWKS down)."""
+        try:
+            key, algorithm = self._key_for(token)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": self._required},
+                leeway=LEEWAY_S,
+            )
+            return actor_of(claims)
+        except PyJWKClientConnectionError as exc:
+            raise KeysUnavailable from exc
+        except (jwt.PyJWTError, ValidationError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidToken from exc
+
+    def _key_for(self, token: str) -> tuple[str | PyJWK, str]:
+        """HS256 verifies with the shared secret only; RS256/ES256 with a JWKS key only, whose own
+        algorithm must match the header's. `none`, anything else, or a kind of key not configured:
+        rejected before any signature check."""
+        algorithm = jwt.get_unverified_header(token).get("alg")
+        if algorithm == SYMMETRIC and self._secret is not None:
+            return self._secret, SYMMETRIC
+        if algorithm in ASYMMETRIC and self._jwks is not None:
+            return self._jwks.get_signing_key_from_jwt(token), str(algorithm)
+        raise InvalidToken
+
+
+def actor_of(claims: dict[str, Any]) -> Actor:
+    restaurants = claims.get("restaurant_ids")
+    if restaurants is None:
+        restaurants = []
+    if not isinstance(restaurants, list) or not all(isinstance(r, str) for r in restaurants):
+        raise InvalidToken
+    return Actor(
+        sub=claims["sub"],
+        role=Role(claims["role"]),
+        restaurant_ids=tuple(UUID(r) for r in restaurants),
+    )
+
+
 def verify_token(token: str, settings: Settings) -> Actor:
-    try:
-        claims = jwt.decode(
-            token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=ALGORITHMS,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": ["exp", "sub", "role"]},
-            leeway=5,
-        )
-        return Actor(
-            sub=claims["sub"],
-            role=Role(claims["role"]),
-            restaurant_ids=tuple(UUID(str(r)) for r in claims.get("restaurant_ids") or ()),
-        )
-    except (jwt.PyJWTError, ValidationError, ValueError, TypeError, KeyError) as exc:
-        raise InvalidToken from exc
+    """One-off verification (tools and tests); the API keeps one TokenVerifier."""
+    return TokenVerifier(settings).verify(token)
 
 
 def mint_token(
@@ -51,6 +111,8 @@ def mint_token(
     role: Role = Role.AUTHENTICATED,
     ttl_seconds: int = 12 * 3600,
 ) -> str:
+    """An HS256 token for the local stack and tests. Without `restaurant_ids` the token is not
+    narrowed: staff act for their memberships, a service token for every restaurant."""
     now = int(time.time())
     claims: dict[str, object] = {
         "sub": sub,
@@ -58,8 +120,9 @@ def mint_token(
         "aud": settings.jwt_audience,
         "iat": now,
         "exp": now + ttl_seconds,
-        "restaurant_ids": [str(r) for r in restaurant_ids],
     }
+    if restaurant_ids:
+        claims["restaurant_ids"] = [str(r) for r in restaurant_ids]
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHMS[0])
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=SYMMETRIC)

@@ -1,4 +1,8 @@
-"""PostgreSQL adapter of the API: reads only. All writes go through the worker."""
+"""PostgreSQL adapter of the API: reads only, each as the caller, so row-level security decides what
+the caller sees (an order of another restaurant reads as absent). All writes go through the worker.
+
+The pool logs in as the services' role (orderstatus_app); the API's own bookkeeping
+(services/command_api/idempotency.py) runs as that role, not as any caller."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.command_api import queries
-from services.core.messages import CommandResult
+from services.core.messages import Actor, CommandResult
+from services.core.tenancy import acting_as_async
 
 
 class OrderReads:
@@ -33,20 +38,40 @@ class OrderReads:
         async with self.pool.connection(timeout=2) as conn:
             await conn.execute(queries.PING)
 
-    async def order(self, order_id: UUID) -> dict[str, Any] | None:
-        async with self.pool.connection() as conn:
+    async def order(self, order_id: UUID, actor: Actor) -> dict[str, Any] | None:
+        """The order, or None when it does not exist or the caller may not see it."""
+        async with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            acting_as_async(conn, actor),
+        ):
             cursor = await conn.execute(queries.ORDER_BY_ID, {"order_id": order_id})
             row: dict[str, Any] | None = await cursor.fetchone()  # type: ignore[assignment]
             return row
 
-    async def history(self, order_id: UUID) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn:
+    async def history(self, order_id: UUID, actor: Actor) -> list[dict[str, Any]] | None:
+        """The order's status changes in order, or None when the order is not visible to the
+        caller (absent or another restaurant's): one transaction, one snapshot."""
+        async with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            acting_as_async(conn, actor),
+        ):
+            found = await conn.execute(queries.ORDER_BY_ID, {"order_id": order_id})
+            if await found.fetchone() is None:
+                return None
             cursor = await conn.execute(queries.ORDER_HISTORY, {"order_id": order_id})
             rows: list[dict[str, Any]] = await cursor.fetchall()  # type: ignore[assignment]
             return rows
 
-    async def command_result(self, command_id: UUID) -> CommandResult | None:
-        async with self.pool.connection() as conn:
+    async def command_result(self, command_id: UUID, actor: Actor) -> CommandResult | None:
+        """The command's outcome when known and the caller may read it: the issuer always, and
+        whoever may act for the order's restaurant."""
+        async with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            acting_as_async(conn, actor),
+        ):
             cursor = await conn.execute(queries.COMMAND_RESULT, {"command_id": command_id})
             row: dict[str, Any] | None = await cursor.fetchone()  # type: ignore[assignment]
             return CommandResult.model_validate(row["result"]) if row else None

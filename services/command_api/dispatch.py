@@ -60,6 +60,7 @@ class CommandDispatch:
                     body,
                     respond_async,
                     created=isinstance(command, CreateOrder),
+                    actor=command.actor,
                 )
         elif respond_async:
             await self.requests.record(
@@ -86,7 +87,7 @@ class CommandDispatch:
                 await self.requests.record(
                     caller=caller, command_id=command.command_id, order_id=command.order_id
                 )
-            result = await self._stored_or_timeout(request, command.command_id)
+            result = await self._stored_or_timeout(request, command.command_id, command.actor)
         return outcome_response(request, result)
 
     async def _replay(
@@ -98,6 +99,7 @@ class CommandDispatch:
         respond_async: bool,
         *,
         created: bool,
+        actor: Actor,
     ) -> Response:
         """A retry with a known key: the first request's answer, never a second command."""
         if held_fingerprint != fingerprint(
@@ -115,14 +117,16 @@ class CommandDispatch:
             return accepted_response(command_id)
         try:
             result = await self.bus.await_outcome(
-                command_id, lambda: self.reads.command_result(command_id)
+                command_id, lambda: self.reads.command_result(command_id, actor)
             )
         except OutcomeTimeout:
-            result = await self._stored_or_timeout(request, command_id)
+            result = await self._stored_or_timeout(request, command_id, actor)
         return outcome_response(request, result)
 
-    async def _stored_or_timeout(self, request: Request, command_id: UUID) -> CommandResult:
-        stored = await self.reads.command_result(command_id)
+    async def _stored_or_timeout(
+        self, request: Request, command_id: UUID, actor: Actor
+    ) -> CommandResult:
+        stored = await self.reads.command_result(command_id, actor)
         if stored is None:
             request.state.evt = "order_status_timeout"
             raise ProblemError(
@@ -137,7 +141,8 @@ class CommandDispatch:
 
     async def status(self, command_id: UUID, actor: Actor) -> JSONResponse:
         """GET /commands/{id}: pending until the worker's outcome is known, then that outcome."""
-        result = await self.reads.command_result(command_id)
+        # Row-level security shows the outcome to its issuer and to whoever may act for its order.
+        result = await self.reads.command_result(command_id, actor)
         caller = await self.requests.caller_of(command_id)
         mine = caller == caller_of(actor)
         if result is None:
@@ -146,9 +151,6 @@ class CommandDispatch:
             return JSONResponse(
                 {"command_id": str(command_id), "state": "pending"}, headers={"Retry-After": "1"}
             )
-        visible = result.order is not None and actor.may_act_for(result.order.restaurant_id)
-        if not (mine or visible):
-            raise ProblemError(404, "command-not-found", "Command not found")
         status, body, _ = outcome_reply(result, f"/commands/{command_id}")
         return JSONResponse(
             {

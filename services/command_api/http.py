@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.command_api.auth import InvalidToken, verify_token
+from services.command_api.auth import InvalidToken, KeysUnavailable, TokenVerifier
 from services.command_api.db import OrderReads
 from services.command_api.dispatch import CommandDispatch
 from services.command_api.kafka import CommandBus
@@ -90,15 +90,29 @@ def dispatch_of(request: Request) -> CommandDispatch:
     return request.app.state.dispatch  # type: ignore[no-any-return]
 
 
+def verifier_of(request: Request) -> TokenVerifier:
+    return request.app.state.verifier  # type: ignore[no-any-return]
+
+
 def authenticated(request: Request) -> Actor:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ProblemError(401, "unauthorized", "Missing bearer token")
     try:
-        return verify_token(token.strip(), settings_of(request))
+        return verifier_of(request).verify(token.strip())
     except InvalidToken:
+        request.state.evt = "auth_rejected"
         raise ProblemError(401, "unauthorized", "Invalid token") from None
+    except KeysUnavailable:
+        request.state.evt = "auth_keys_unavailable"
+        raise ProblemError(
+            503,
+            "auth-unavailable",
+            "Authentication unavailable",
+            "The token issuer's keys could not be fetched. Retry later.",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 ActorDep = Annotated[Actor, Depends(authenticated)]
@@ -143,9 +157,9 @@ async def change_status(
 
 @router.get("/orders/{order_id}", response_model=OrderResponse, responses=PROBLEM_RESPONSES)
 async def get_order(order_id: UUID, request: Request, actor: ActorDep) -> OrderResponse:
-    row = await reads_of(request).order(order_id)
-    # An order of another restaurant reads as absent: reads reveal nothing across tenants.
-    if row is None or not actor.may_act_for(row["restaurant_id"]):
+    row = await reads_of(request).order(order_id, actor)
+    # Read as the caller: row-level security makes another restaurant's order read as absent.
+    if row is None:
         raise ProblemError(404, "order-not-found", "Order not found")
     return OrderResponse(
         order_id=row["id"],
@@ -160,11 +174,10 @@ async def get_order(order_id: UUID, request: Request, actor: ActorDep) -> OrderR
     "/orders/{order_id}/events", response_model=list[HistoryEntry], responses=PROBLEM_RESPONSES
 )
 async def order_history(order_id: UUID, request: Request, actor: ActorDep) -> list[HistoryEntry]:
-    reads = reads_of(request)
-    row = await reads.order(order_id)
-    if row is None or not actor.may_act_for(row["restaurant_id"]):
+    history = await reads_of(request).history(order_id, actor)
+    if history is None:
         raise ProblemError(404, "order-not-found", "Order not found")
-    return [HistoryEntry(**entry) for entry in await reads.history(order_id)]
+    return [HistoryEntry(**entry) for entry in history]
 
 
 @router.get("/commands/{command_id}", responses=PROBLEM_RESPONSES)

@@ -28,14 +28,16 @@ class Role(StrEnum):
 
 
 class Actor(Contract):
-    """Who issued a command: the verified JWT claims that authorisation needs, carried to the worker."""
+    """Who issued a command: the verified JWT claims that authorisation needs, carried to the worker.
+
+    PostgreSQL decides what an actor may do (row-level security, docs/security.md):
+    `restaurant_ids`, when non-empty, narrows the token to those restaurants; within that, staff
+    (`authenticated`) act for the restaurants `restaurant_staff` grants them, `service_role` for
+    any."""
 
     sub: str = Field(min_length=1, max_length=200)
     role: Role
     restaurant_ids: tuple[UUID, ...] = ()
-
-    def may_act_for(self, restaurant_id: UUID) -> bool:
-        return self.role is Role.SERVICE_ROLE or restaurant_id in self.restaurant_ids
 
 
 class CommandBase(Contract):

@@ -24,12 +24,21 @@ class Settings(BaseSettings):
     kafka_command_partitions: int = 12
     kafka_replication_factor: int = 1
 
-    database_url: str = "postgresql://orderstatus:orderstatus@127.0.0.1:55432/orderstatus"
+    database_url: str = Field(
+        "postgresql://orderstatus_app:orderstatus_app@127.0.0.1:55432/orderstatus",
+        description="The services' login role (orderstatus_app): not the owner, no BYPASSRLS",
+    )
     database_admin_url: str | None = Field(
-        None, description="Used for migrations; defaults to DATABASE_URL."
+        "postgresql://orderstatus:orderstatus@127.0.0.1:55432/orderstatus",
+        description="The owner role: `orderstatus migrate`, `grant` and `revoke`",
     )
 
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_secret: SecretStr = Field(
+        SecretStr(DEV_JWT_SECRET), description="HS256 key; empty turns HS256 tokens off"
+    )
+    jwt_jwks_url: str | None = Field(
+        None, description="JWKS of the RS256/ES256 token issuer, e.g. Supabase's; unset: HS256 only"
+    )
     jwt_audience: str = "authenticated"
     jwt_issuer: str | None = None
 
@@ -37,6 +46,8 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_reply_timeout_s: float = 5.0
     api_publish_timeout_s: float = 2.0
+    api_max_body_bytes: int = Field(16 * 1024, description="Larger request bodies get 413")
+    api_max_header_bytes: int = Field(8 * 1024, description="Larger request headers get 431")
 
     worker_id: str = Field("1", description="Stable per worker slot: names the transactional.id")
     worker_group_id: str = "order-status-worker"

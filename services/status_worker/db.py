@@ -1,7 +1,9 @@
 """The unit of work: a batch of commands applied in one PostgreSQL transaction.
 
 Each command's outcome is recorded in `command_outcomes` (the inbox) in the same transaction as its
-change, so a redelivered command is answered from there and changes nothing twice."""
+change, so a redelivered command is answered from there and changes nothing twice. Each command is
+looked up and written as its caller (services/core/tenancy.py), so row-level security decides what
+it may see and change; the inbox and analytics are written as the worker itself."""
 
 from __future__ import annotations
 
@@ -16,15 +18,17 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from services.core.decision import Decision, Lookup, OrderState, decide
+from services.core.decision import HIDDEN, Decision, Lookup, OrderState, decide
 from services.core.messages import (
     ChangeStatus,
     CommandResult,
     CreateOrder,
     OrderEvent,
+    OrderView,
     Outcome,
 )
 from services.core.statuses import OrderStatus
+from services.core.tenancy import acting_as
 from services.status_worker import queries
 
 log = logging.getLogger(__name__)
@@ -121,11 +125,12 @@ def _apply_isolated(conn: psycopg.Connection[Any], item: Incoming, now: datetime
 
 def apply_command(conn: psycopg.Connection[Any], item: Incoming, now: datetime) -> Processed:
     command = item.command
-    decision = decide(_lookup(conn, command.order_id), command, now)
+    with acting_as(conn, command.actor):
+        decision = decide(_lookup(conn, command.order_id), command, now)
+        if decision.applied:
+            decision = _write_as_permitted(conn, command, decision, now)
     result = _result(command, decision, now)
     event = _event(command, decision) if decision.applied else None
-    if decision.applied:
-        _write_change(conn, command, decision, now)
     analytics = ANALYTICS_TYPES.get(decision.outcome)
     if analytics is not None:
         _record_analytics(conn, analytics, command, decision, now)
@@ -146,10 +151,29 @@ def _stored_outcomes(conn: psycopg.Connection[Any], ids: list[UUID]) -> dict[UUI
 
 
 def _lookup(conn: psycopg.Connection[Any], order_id: UUID) -> Lookup:
+    """What the caller's policies let it see: the order, HIDDEN (exists, not the caller's), or None.
+    An UPDATE of a hidden row would silently match nothing, so the two cases are told apart here."""
     row = conn.execute(queries.LOCK_ORDER, {"order_id": order_id}).fetchone()
-    if row is None:
-        return None
-    return OrderState(row[0], row[1], OrderStatus(row[2]), row[3], row[4])
+    if row is not None:
+        return OrderState(row[0], row[1], OrderStatus(row[2]), row[3], row[4])
+    exists = conn.execute(queries.ORDER_EXISTS, {"order_id": order_id}).fetchone()
+    return HIDDEN if exists is not None and exists[0] else None
+
+
+def _write_as_permitted(
+    conn: psycopg.Connection[Any],
+    command: CreateOrder | ChangeStatus,
+    decision: Decision,
+    now: datetime,
+) -> Decision:
+    """Writes the change, or nothing when a policy refuses it (a new order for a restaurant the
+    caller may not act for): then the outcome is `forbidden`, decided by PostgreSQL."""
+    try:
+        with conn.transaction():
+            _write_change(conn, command, decision, now)
+    except psycopg.errors.InsufficientPrivilege:
+        return Decision(Outcome.FORBIDDEN, detail="caller may not act for this restaurant")
+    return decision
 
 
 def _write_change(
@@ -214,7 +238,7 @@ def _record_analytics(
         queries.INSERT_WIDGET_EVENT,
         {
             "type": analytics_type,
-            "restaurant_id": order.restaurant_id if order else None,
+            "restaurant_id": _restaurant_of(command, decision.order),
             "order_id": command.order_id,
             "command_id": command.command_id,
             "payload": Jsonb(
@@ -223,6 +247,7 @@ def _record_analytics(
                     "requested": getattr(command, "status", None),
                     "current_status": order.status.value if order else None,
                     "actor": command.actor.sub,
+                    "actor_role": command.actor.role.value,
                 }
             ),
             "now": now,
@@ -243,16 +268,28 @@ def _record(
         {
             "command_id": command.command_id,
             "order_id": command.order_id,
-            "restaurant_id": result.order.restaurant_id if result.order else None,
+            "restaurant_id": _restaurant_of(command, result.order),
             "command_type": command.type,
             "outcome": result.outcome.value,
             "result": Jsonb(result.model_dump(mode="json")),
             "event": Jsonb(event.model_dump(mode="json")) if event else None,
             "partition": item.partition,
             "offset": item.offset,
+            "actor_sub": command.actor.sub,
+            "actor_role": command.actor.role.value,
             "now": now,
         },
     )
+
+
+def _restaurant_of(
+    command: CreateOrder | ChangeStatus, order: OrderState | OrderView | None
+) -> UUID | None:
+    """The order's restaurant when the caller could see it, else the one a create asked for; never
+    the restaurant of an order the policies hid from the caller."""
+    if order is not None:
+        return order.restaurant_id
+    return command.restaurant_id if isinstance(command, CreateOrder) else None
 
 
 def _result(

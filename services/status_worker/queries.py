@@ -6,9 +6,14 @@ STORED_OUTCOMES: LiteralString = """
 SELECT command_id, result, event, source_partition, source_offset FROM command_outcomes WHERE command_id = ANY(%(ids)s)
 """
 
+# Run as the caller: row-level security hides the orders the caller may not act for (FOR UPDATE
+# applies the UPDATE policy too).
 LOCK_ORDER: LiteralString = """
 SELECT id, restaurant_id, status, version, updated_at FROM orders WHERE id = %(order_id)s FOR UPDATE
 """
+
+# Whether a hidden order exists at all: 403 rather than 404 (a SECURITY DEFINER function).
+ORDER_EXISTS: LiteralString = "SELECT public.order_exists(%(order_id)s)"
 
 INSERT_ORDER: LiteralString = """
 INSERT INTO orders (id, restaurant_id, status, version, created_at, updated_at)
@@ -30,9 +35,9 @@ VALUES (%(order_id)s, %(restaurant_id)s, %(from_status)s, %(to_status)s, %(versi
 INSERT_OUTCOME: LiteralString = """
 INSERT INTO command_outcomes
     (command_id, order_id, restaurant_id, command_type, outcome, result, event,
-     source_partition, source_offset, created_at)
+     source_partition, source_offset, actor_sub, actor_role, created_at)
 VALUES (%(command_id)s, %(order_id)s, %(restaurant_id)s, %(command_type)s, %(outcome)s,
-        %(result)s, %(event)s, %(partition)s, %(offset)s, %(now)s)
+        %(result)s, %(event)s, %(partition)s, %(offset)s, %(actor_sub)s, %(actor_role)s, %(now)s)
 """
 
 INSERT_WIDGET_EVENT: LiteralString = """

@@ -4,6 +4,11 @@
 SELECT 'CREATE ROLE orderstatus LOGIN PASSWORD ''orderstatus'' CREATEDB CREATEROLE'
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderstatus') \gexec
 
+-- The services' login role: migration 0002 grants it what it may do (and would create it
+-- without a password); here it gets the local stacks' development password.
+SELECT 'CREATE ROLE orderstatus_app LOGIN NOINHERIT PASSWORD ''orderstatus_app'''
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'orderstatus_app') \gexec
+
 SELECT 'CREATE DATABASE orderstatus OWNER orderstatus ENCODING ''UTF8'' TEMPLATE template0'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'orderstatus') \gexec
 
