@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from uuid import UUID
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--url", default=None)
     demo.add_argument("--terminals", type=int, default=3)
     demo.add_argument("--orders", type=int, default=2, help="orders per terminal")
+    load = commands.add_parser("load", help="drive the running API with simulated terminals")
+    load.add_argument("--url", default=None)
+    load.add_argument("--terminals", type=int, default=8, help="concurrent clients")
+    load.add_argument("--seconds", type=float, default=10.0)
+    load.add_argument("--json", action="store_true", help="print the figures as JSON")
     schemas = commands.add_parser("schemas", help="write JSON Schemas of the message contracts")
     schemas.add_argument("--out", type=Path, default=Path("schemas"))
 
@@ -93,6 +99,18 @@ def main(argv: list[str] | None = None) -> int:
 
         url = args.url or f"http://{settings.api_host}:{settings.api_port}"
         return run_demo(settings, url, terminals=args.terminals, orders=args.orders)
+    elif args.command == "load":
+        import asyncio
+
+        from services.loadgen import run_load
+
+        url = args.url or f"http://{settings.api_host}:{settings.api_port}"
+        figures = asyncio.run(run_load(settings, url, args.terminals, args.seconds)).summary()
+        if args.json:
+            print(json.dumps(figures))
+        else:
+            for name, value in figures.items():
+                print(f"{name:>14}: {value}")
     elif args.command == "schemas":
         from services.core.schemas import write_schemas
 

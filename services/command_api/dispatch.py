@@ -16,6 +16,9 @@ from services.command_api.kafka import CommandBus, OutcomeTimeout, PublishFailed
 from services.command_api.problems import PROBLEM_JSON, ProblemError
 from services.core.messages import Actor, ChangeStatus, CommandResult, CreateOrder, Outcome
 
+COMMAND_ID_HEADER = "X-Command-ID"
+"""On every answer to a command: the id to quote in GET /commands/{id}, logs and support requests."""
+
 RUNBOOK_EVENTS = {
     Outcome.APPLIED: "order_status_success",
     Outcome.CONFLICT: "order_status_conflict",
@@ -135,7 +138,7 @@ class CommandDispatch:
                 "Outcome not known yet",
                 "The command was accepted and will be applied; look its outcome up later.",
                 command_id=command_id,
-                headers={"Location": f"/commands/{command_id}"},
+                headers={"Location": f"/commands/{command_id}", COMMAND_ID_HEADER: str(command_id)},
             )
         return stored
 
@@ -185,7 +188,11 @@ def accepted_response(command_id: UUID) -> JSONResponse:
     return JSONResponse(
         {"command_id": str(command_id), "state": "pending", "location": location},
         status_code=202,
-        headers={"Location": location, "Preference-Applied": "respond-async"},
+        headers={
+            "Location": location,
+            "Preference-Applied": "respond-async",
+            COMMAND_ID_HEADER: str(command_id),
+        },
     )
 
 
@@ -240,4 +247,5 @@ def outcome_response(request: Request, result: CommandResult) -> Response:
         request.state.status = result.order.status.value
     status, body, headers = outcome_reply(result, request.url.path)
     media_type = "application/json" if status < 400 else PROBLEM_JSON
+    headers[COMMAND_ID_HEADER] = str(result.command_id)
     return JSONResponse(body, status_code=status, headers=headers, media_type=media_type)

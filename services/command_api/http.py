@@ -24,6 +24,7 @@ from services.command_api.kafka import CommandBus
 from services.command_api.problems import PROBLEM_RESPONSES, ProblemError, problem_response
 from services.core.messages import (
     REASON_MAX_LENGTH,
+    TEXT_PATTERN,
     Actor,
     ChangeStatus,
     CreateOrder,
@@ -50,7 +51,7 @@ class CreateOrderBody(Body):
 class StatusChangeBody(Body):
     status: OrderStatus
     expected_version: int | None = Field(None, ge=1, le=2**31 - 1)
-    reason: str | None = Field(None, max_length=REASON_MAX_LENGTH)
+    reason: str | None = Field(None, max_length=REASON_MAX_LENGTH, pattern=TEXT_PATTERN)
 
 
 class OrderResponse(BaseModel):

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.core.kafka_records import header
+from services.core.kafka_records import header, poll_batch
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result, encode
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
@@ -188,7 +188,7 @@ class CommandBus:
         loop = self._loop
         assert loop is not None
         while self._running.is_set():
-            for message in self._consumer.consume(500, 0.05):
+            for message in poll_batch(self._consumer, 500, 0.05):
                 if message.error() is not None:
                     continue
                 command_id = header(message, HEADER_COMMAND_ID)

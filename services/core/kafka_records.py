@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message
 
 
 class Position(NamedTuple):
@@ -26,3 +26,13 @@ def header(message: Message, name: str) -> bytes | None:
         if key == name:
             return value.encode() if isinstance(value, str) else value
     return None
+
+
+def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Waits up to `timeout` for one message, then takes what else is already fetched, so an idle
+    system answers at once and a busy one amortises the transaction over a batch."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    rest: list[Message] = consumer.consume(max_messages - 1, 0) if max_messages > 1 else []
+    return [first, *rest]

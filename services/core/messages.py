@@ -16,6 +16,8 @@ from services.core.statuses import OrderStatus
 
 SCHEMA_VERSION: Literal[1] = 1
 REASON_MAX_LENGTH = 500
+TEXT_PATTERN = r"^[^\x00]*$"
+"""PostgreSQL text cannot hold NUL: such input is refused at the door, not deep in the worker."""
 
 
 class Contract(BaseModel):
@@ -35,7 +37,7 @@ class Actor(Contract):
     (`authenticated`) act for the restaurants `restaurant_staff` grants them, `service_role` for
     any."""
 
-    sub: str = Field(min_length=1, max_length=200)
+    sub: str = Field(min_length=1, max_length=200, pattern=TEXT_PATTERN)
     role: Role
     restaurant_ids: tuple[UUID, ...] = ()
 
@@ -59,7 +61,7 @@ class ChangeStatus(CommandBase):
     type: Literal["change_status"] = "change_status"
     status: OrderStatus
     expected_version: int | None = Field(None, ge=1)
-    reason: str | None = Field(None, max_length=REASON_MAX_LENGTH)
+    reason: str | None = Field(None, max_length=REASON_MAX_LENGTH, pattern=TEXT_PATTERN)
 
 
 Command = Annotated[CreateOrder | ChangeStatus, Field(discriminator="type")]

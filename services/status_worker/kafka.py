@@ -64,16 +64,6 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
-    """Waits up to `timeout` for one message, then takes what else is already fetched, so an idle
-    system answers at once and a busy one amortises the transaction over a batch."""
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    rest: list[Message] = consumer.consume(max_messages - 1, 0) if max_messages > 1 else []
-    return [first, *rest]
-
-
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     """The offsets to commit after `messages`: per partition, the last offset plus one."""
     latest: dict[tuple[str, int], int] = {}

@@ -17,7 +17,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
-from services.core.kafka_records import header, position
+from services.core.kafka_records import header, poll_batch, position
 from services.core.messages import CommandResult, Outcome, decode_command, encode
 from services.core.settings import Settings
 from services.core.topics import (
@@ -31,11 +31,11 @@ from services.core.topics import (
 )
 from services.status_worker import metrics
 from services.status_worker.db import (
-    CommandFailed,
     Incoming,
     Processed,
     WorkerDatabase,
     apply_batch,
+    refuses_only_this_command,
 )
 from services.status_worker.guards import DeadLetterGuard, DeadLetterRatioExceeded
 from services.status_worker.kafka import (
@@ -45,7 +45,6 @@ from services.status_worker.kafka import (
     TransactionalPublisher,
     first_offsets,
     next_offsets,
-    poll_batch,
 )
 
 log = logging.getLogger(__name__)
@@ -143,6 +142,7 @@ class StatusWorker:
             settings.worker_dead_letter_window, settings.worker_dead_letter_max_ratio
         )
         self.batches = 0
+        self.database_backoff = 0.0
 
     # Rebalance callbacks: processing happens between polls, so no batch is ever in flight here.
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -209,17 +209,23 @@ class StatusWorker:
         records: list[OutRecord] = []
         finished: list[tuple[Incoming, Processed, bool]] = []
         dead: list[DeadLetter] = []
-        for item in decoded:
+        for message, item in zip(messages, decoded, strict=True):
             if isinstance(item, DeadLetter):
                 records.extend(self._dead_letter_records(item))
                 dead.append(item)
+                self.guard.observe(True)
                 continue
             outcome = by_position[(item.command.command_id, item.partition, item.offset)]
             duplicate = outcome.source != (item.partition, item.offset)
             records.extend(self._outcome_records(outcome, duplicate))
             finished.append((item, outcome, duplicate))
-        for item in decoded:
-            self.guard.observe(isinstance(item, DeadLetter))
+            failed = outcome.failure is not None and not duplicate
+            if failed:
+                # Answered with `error`, and kept aside to be replayed once the cause is fixed.
+                letter = DeadLetter(message, f"error: {outcome.failure}", None)
+                records.extend(self._dead_letter_records(letter))
+                dead.append(letter)
+            self.guard.observe(failed)
         if self.guard.tripped:
             # Divert nothing more: leave this batch uncommitted and stop for a person to look.
             self._rewind(messages)
@@ -259,25 +265,34 @@ class StatusWorker:
         isolate = False
         while True:
             try:
-                return apply_batch(self.database.connection(), incoming, now, isolate=isolate)
-            except psycopg.OperationalError as exc:
+                processed = apply_batch(self.database.connection(), incoming, now, isolate=isolate)
+                self.database_backoff = 0.0
+                return processed
+            except Exception as exc:
+                if refuses_only_this_command(exc) and not isolate:
+                    log.warning(
+                        "batch refused by the database: redoing it command by command",
+                        extra={"evt": "batch_isolated", "error": _first_line(exc)},
+                    )
+                    isolate = True
+                    continue
+                if refuses_only_this_command(exc):
+                    raise  # isolated mode turns these into outcomes: this is a bug of ours
+                # Unreachable, misconfigured or overloaded: no command is to blame. Keep the
+                # batch, pause, and retry it in order once the database answers again.
                 log.warning(
                     "database unavailable: pausing partitions",
-                    extra={"evt": "database_unavailable", "error": _first_line(exc)},
+                    extra={
+                        "evt": "database_unavailable",
+                        "error": _first_line(exc),
+                        "sqlstate": getattr(exc, "sqlstate", None),
+                    },
                 )
                 metrics.DATABASE_UNAVAILABLE.inc()
                 self.database.reset()
                 self._rewind(messages)
                 self._wait_for_database()
                 return None
-            except (psycopg.Error, CommandFailed) as exc:
-                if isolate:
-                    raise
-                log.warning(
-                    "batch refused by the database: redoing it command by command",
-                    extra={"evt": "batch_isolated", "error": _first_line(exc)},
-                )
-                isolate = True
 
     def _rewind(self, messages: Sequence[Message]) -> None:
         for tp in first_offsets(messages):
@@ -291,7 +306,9 @@ class StatusWorker:
     def _wait_for_database(self) -> None:
         """Pauses fetching, keeps serving the group protocol, and resumes once PostgreSQL answers."""
         self.consumer.pause(self.consumer.assignment())
-        delay = 0.1
+        # Grows while retries keep failing, even when a ping succeeds (e.g. missing privileges).
+        self.database_backoff = min(max(self.database_backoff * 2, 0.2), 10.0)
+        delay = self.database_backoff
         try:
             while not self.stop.is_set():
                 message = self.consumer.poll(delay)

@@ -198,6 +198,7 @@ def test_malformed_requests_are_422_problems_and_publish_nothing(
         api.patch(path, json={"status": "accepted", "colour": "red"}, headers=headers),
         api.patch(path, json={"status": "accepted", "expected_version": 0}, headers=headers),
         api.patch(path, json={"status": "accepted", "reason": "x" * 501}, headers=headers),
+        api.patch(path, json={"status": "accepted", "reason": "nul\u0000byte"}, headers=headers),
         api.patch("/orders/not-a-uuid/status", json={"status": "accepted"}, headers=headers),
         api.post("/orders", json={"restaurant_id": "nope"}, headers=headers),
         api.post("/orders", json={}, headers=headers),

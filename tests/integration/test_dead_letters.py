@@ -21,7 +21,7 @@ from services.core.topics import (
     HEADER_DLQ_REASON,
 )
 from tests.stack import ServiceProcess, isolated_settings
-from tests.topics import command_record, create_command, produce, read_topic
+from tests.topics import change_command, command_record, create_command, produce, read_topic
 
 
 @pytest.fixture
@@ -113,3 +113,41 @@ def test_the_guard_stops_the_worker_when_dead_letters_dominate(
     assert worker.process.wait(60) == 3
     assert '"evt":"dead_letter_guard_tripped"' in worker.logs()
     assert len(read_topic(dlq_settings, dlq_settings.topics.dead_letters)) < 40
+
+
+def test_a_command_the_database_refuses_gets_an_error_outcome_and_the_partition_goes_on(
+    dlq_settings: Settings, log_dir: Path
+) -> None:
+    with psycopg.connect(dlq_settings.admin_url, autocommit=True) as conn:
+        conn.execute(
+            """
+            CREATE FUNCTION refuse_explosive_reasons() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.reason = 'explode' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_explosive_reasons BEFORE INSERT ON order_status_events
+                FOR EACH ROW EXECUTE FUNCTION refuse_explosive_reasons();
+            """
+        )
+    create = create_command(uuid.uuid4())
+    explosive = change_command(create.order_id, "accepted").model_copy(update={"reason": "explode"})
+    after = change_command(create.order_id, "accepted", expected_version=1)
+    worker = ServiceProcess("worker", dlq_settings, log_dir, worker_metrics_port=0).start()
+    try:
+        produce(
+            dlq_settings,
+            dlq_settings.topics.commands,
+            [command_record(c) for c in (create, explosive, after)],
+        )
+        assert wait_for_outcome(dlq_settings, after.command_id) == "applied"
+        assert wait_for_outcome(dlq_settings, explosive.command_id) == "error"
+        assert worker.process is not None and worker.process.poll() is None
+    finally:
+        worker.terminate()
+    dead = read_topic(dlq_settings, dlq_settings.topics.dead_letters)
+    assert len(dead) == 1
+    assert (header(dead[0], HEADER_DLQ_REASON) or b"").startswith(b"error: RaiseException")
+    assert header(dead[0], HEADER_COMMAND_ID) == str(explosive.command_id).encode()
+    with psycopg.connect(dlq_settings.admin_url) as conn:
+        assert conn.execute("SELECT status, version FROM orders").fetchall() == [("accepted", 2)]
