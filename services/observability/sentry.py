@@ -90,6 +90,8 @@ def report_answer(
     transaction = sentry_sdk.get_current_scope().transaction
     if transaction is not None:
         transaction.set_data("duration_ms", duration_ms)
+        if context.get("rid"):
+            transaction.set_tag("rid", str(context["rid"]))
         if evt:
             transaction.set_tag("evt", evt)
         if evt == "order_status_success" and method == "PATCH" and route.endswith("/status"):
