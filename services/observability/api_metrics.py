@@ -8,7 +8,7 @@ the directory must be emptied before the API starts."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -74,12 +74,35 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else UNMATCHED
 
 
-def initialise(routes: Iterable[BaseRoute]) -> None:
-    """Creates the series that alerts take `increase()` of, so their first event counts."""
+def route_templates(
+    routes: Iterable[BaseRoute], prefix: str = ""
+) -> Iterator[tuple[str, frozenset[str]]]:
+    """Every (path template, methods), also inside routers that FastAPI includes lazily."""
     for route in routes:
         path = getattr(route, "path", None)
         if isinstance(path, str):
-            SERVER_ERRORS.labels(path)
+            yield prefix + path, frozenset(getattr(route, "methods", None) or ())
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            context = getattr(route, "include_context", None)
+            yield from route_templates(included.routes, prefix + getattr(context, "prefix", ""))
+
+
+NOT_API = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/healthz", "/readyz")
+ANSWERS = ("200", "201", "202", "403", "404", "409", "500", "503", "504")
+"""Statuses whose series exist from the start: rate() cannot see a series' first sample, so a
+first 409 or 5xx would otherwise be missed by the SLIs."""
+
+
+def initialise(routes: Iterable[BaseRoute]) -> None:
+    """Creates the series that rules take rate()/increase() of, so their first event counts."""
+    for template, methods in route_templates(routes):
+        SERVER_ERRORS.labels(template)
+        if template in NOT_API or template == "/metrics":
+            continue
+        for method in methods - {"HEAD", "OPTIONS"}:
+            for status in ANSWERS:
+                REQUESTS.labels(template, method, status)
     for outcome in OUTCOME_OF_EVENT.values():
         COMMAND_OUTCOMES.labels(outcome)
 

@@ -1,0 +1,184 @@
+"""A running system with metrics on: the API, a worker serving /metrics on a free port, and a
+private Prometheus of the test's own (1 s scrapes, the project's rule files) scraping both."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+import yaml
+from confluent_kafka import Producer
+
+from services.core.messages import Actor, CreateOrder, Role, encode
+from services.core.settings import Settings
+from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
+from tests.stack import ServiceProcess, free_port, isolated_settings, with_database
+
+ROOT = Path(__file__).resolve().parents[1]
+RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
+PROMETHEUS = shutil.which("prometheus")
+SUPERUSER = "postgres"
+
+T = TypeVar("T")
+
+
+def prometheus_config(api_port: int, worker_port: int) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(path) for path in RULE_FILES],
+        "scrape_configs": [
+            {"job_name": "command-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]},
+            {
+                "job_name": "status-worker",
+                "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+            },
+        ],
+    }
+
+
+@contextmanager
+def private_prometheus(workdir: Path, api_port: int, worker_port: int) -> Iterator[str]:
+    """Prometheus on a free loopback port; yields its URL."""
+    assert PROMETHEUS is not None
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(api_port, worker_port)))
+    port = free_port()
+    log = (workdir / "prometheus.log").open("ab")
+    process = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url), 60, "Prometheus ready")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for(probe: Callable[[], T], timeout: float, what: str, every: float = 0.5) -> T:
+    """Polls `probe` until it returns something truthy; bounded by `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(every)
+
+
+def create_pg_stat_statements(settings: Settings) -> None:
+    """The extension needs a superuser; the local cluster trusts `postgres` on loopback."""
+    dbname = psycopg.conninfo.conninfo_to_dict(settings.admin_url)["dbname"]
+    superuser = with_database(settings.admin_url, str(dbname))
+    superuser = psycopg.conninfo.make_conninfo(superuser, user=SUPERUSER, password="")
+    with psycopg.connect(superuser, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+@dataclass
+class ObservedStack:
+    settings: Settings
+    api: ServiceProcess
+    worker: ServiceProcess
+    prometheus_url: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.prometheus_url}/api/v1/query", params={"query": expr}, timeout=10
+        )
+        body = response.json()
+        assert body["status"] == "success", (expr, body)
+        return body["data"]["result"]  # type: ignore[no-any-return]
+
+
+@contextmanager
+def observed_stack(base: Settings, log_dir: Path, **overrides: Any) -> Iterator[ObservedStack]:
+    worker_port = free_port()
+    with isolated_settings(base, worker_lag_interval_s=1.0, **overrides) as settings:
+        worker = ServiceProcess("worker", settings, log_dir, worker_metrics_port=worker_port)
+        api = ServiceProcess("api", settings, log_dir)
+        worker.start()
+        api.start()
+        try:
+            workdir = log_dir / f"prometheus-{uuid.uuid4().hex[:6]}"
+            with private_prometheus(workdir, settings.api_port, worker_port) as url:
+                stack = ObservedStack(
+                    settings.model_copy(update={"prometheus_url": url}), api, worker, url
+                )
+                # Load must come after a first scrape: rate() cannot see a series' first sample.
+                wait_for(lambda: len(stack.query("up == 1")) == 2, 60, "both targets scraped")
+                yield stack
+        finally:
+            api.terminate()
+            worker.terminate()
+
+
+def enqueue_create_orders(settings: Settings, count: int) -> None:
+    """Commands straight into the commands topic, as a POS integration would publish them."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    actor = Actor(sub="pos-test", role=Role.SERVICE_ROLE)
+    for _ in range(count):
+        command = CreateOrder(
+            command_id=uuid.uuid4(),
+            order_id=uuid.uuid4(),
+            restaurant_id=uuid.uuid4(),
+            actor=actor,
+            rid=f"enqueued-{uuid.uuid4().hex[:8]}",
+            issued_at=datetime.now(UTC),
+        )
+        producer.produce(
+            settings.topics.commands,
+            key=str(command.order_id).encode(),
+            value=encode(command),
+            headers=[
+                (HEADER_COMMAND_ID, str(command.command_id).encode()),
+                (HEADER_REQUEST_ID, command.rid.encode()),
+            ],
+        )
+    assert producer.flush(30) == 0
+
+
+def until_empty(missing: Callable[[], list[str]], timeout: float, every: float = 1.0) -> list[str]:
+    """Polls `missing` until it returns nothing or `timeout` passes; returns its last answer."""
+    deadline = time.monotonic() + timeout
+    while (left := missing()) and time.monotonic() < deadline:
+        time.sleep(every)
+    return left
