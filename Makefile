@@ -59,7 +59,8 @@ up: migrate ## infra + migrations + topics + API and worker + demo
 	@echo "  worker       http://127.0.0.1:$${WORKER_METRICS_PORT:-9101}/metrics"
 	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)"
 	@echo "  PostgreSQL   $(DATABASE_URL)"
-	@echo "  Prometheus   $(PROMETHEUS_URL)"
+	@echo "  Prometheus   $(PROMETHEUS_URL)   (rules: deploy/prometheus/rules)"
+	@echo "  health       make doctor   (or: .venv/bin/orderstatus watch)"
 	@echo "  logs         .local/log/*.log   (make logs)"
 	@echo "  status       make status;  stop everything: make down"
 
@@ -89,6 +90,12 @@ chaos: migrate ## Failure-injection run (tests/chaos)
 
 bench: migrate ## Benchmark run (tests/bench)
 	$(BIN)/python -m tests.bench.run
+
+dashboards: $(VENV)/.installed ## Regenerate deploy/grafana/dashboards from services/observability/dashboard.py
+	$(BIN)/python -m services.observability.dashboard
+
+doctor: ## orderstatus doctor against the running local stack (exit 1 when red)
+	$(BIN)/orderstatus doctor
 
 logs: ## Follow the logs in .local/log
 	@ls .local/log/*.log >/dev/null 2>&1 || { echo "no logs yet (.local/log)"; exit 0; }; \
