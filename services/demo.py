@@ -99,6 +99,20 @@ async def _unknown_order(terminal: Terminal) -> int:
     return 0 if code == 404 else 1
 
 
+async def _another_restaurants_order(terminals: list[Terminal]) -> int:
+    """A terminal reaches for another restaurant's order: PostgreSQL's policies refuse it (403)."""
+    owner, stranger = terminals[0], terminals[-1]
+    if owner is stranger:
+        return 0
+    _, order, _ = await owner.call("POST", "/orders", {"restaurant_id": str(owner.restaurant_id)})
+    order_id = str(order["order_id"])
+    code, body, _ = await stranger.call(
+        "PATCH", f"/orders/{order_id}/status", {"status": "cancelled"}
+    )
+    stranger.say(f"{owner.restaurant}'s order {order_id[:8]} -> {code} {body.get('type')}")
+    return 0 if code == 403 else 1
+
+
 async def _demo(settings: Settings, url: str, terminals: int, orders: int) -> int:
     rng = random.Random(7)
     clients = []
@@ -124,7 +138,9 @@ async def _demo(settings: Settings, url: str, terminals: int, orders: int) -> in
     try:
         started = time.perf_counter()
         surprises = sum(await asyncio.gather(*(_serve_orders(t, orders, rng) for t in pos)))
-        problems = await _race(pos) + await _unknown_order(pos[-1])
+        problems = (
+            await _race(pos) + await _unknown_order(pos[-1]) + await _another_restaurants_order(pos)
+        )
         elapsed = time.perf_counter() - started
     finally:
         for client in clients:

@@ -44,18 +44,23 @@ class NotInTransaction(RuntimeError):
     caller's queries with the wrong rights."""
 
 
+# In a transaction: idle in it, or (pipeline mode) with statements in flight.
+_IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.ACTIVE)
+
+
 @contextmanager
 def acting_as(conn: psycopg.Connection[Any], actor: Actor) -> Iterator[None]:
-    """Runs the block as `actor`, inside the connection's current transaction."""
+    """Runs the block as `actor`, inside the connection's current transaction (pipeline mode too)."""
     conn.execute(queries.ACT_AS, _act_params(actor))
-    if conn.info.transaction_status is not TransactionStatus.INTRANS:
+    if conn.info.transaction_status not in _IN_TRANSACTION:
         raise NotInTransaction("acting_as needs an open transaction")
     try:
         yield
     finally:
         # After an error the enclosing transaction or savepoint rolls back, which undoes the
         # switch; otherwise switch back here, so the rest of the transaction is the service's own.
-        if conn.info.transaction_status is TransactionStatus.INTRANS:
+        # (In pipeline mode an error may not be known yet: then PostgreSQL skips this statement.)
+        if conn.info.transaction_status in _IN_TRANSACTION:
             conn.execute(queries.STOP_ACTING)
 
 
@@ -63,12 +68,12 @@ def acting_as(conn: psycopg.Connection[Any], actor: Actor) -> Iterator[None]:
 async def acting_as_async(conn: psycopg.AsyncConnection[Any], actor: Actor) -> AsyncIterator[None]:
     """acting_as for the API's async connections; open a transaction first."""
     await conn.execute(queries.ACT_AS, _act_params(actor))
-    if conn.info.transaction_status is not TransactionStatus.INTRANS:
+    if conn.info.transaction_status not in _IN_TRANSACTION:
         raise NotInTransaction("acting_as_async needs an open transaction")
     try:
         yield
     finally:
-        if conn.info.transaction_status is TransactionStatus.INTRANS:
+        if conn.info.transaction_status in _IN_TRANSACTION:
             await conn.execute(queries.STOP_ACTING)
 
 

@@ -23,6 +23,7 @@ VALUES (%(order_id)s, %(restaurant_id)s, %(status)s, %(version)s, %(now)s, %(now
 UPDATE_ORDER_STATUS: LiteralString = """
 UPDATE orders SET status = %(status)s, version = %(version)s, updated_at = %(now)s
 WHERE id = %(order_id)s AND version = %(previous_version)s
+RETURNING id
 """
 
 INSERT_STATUS_EVENT: LiteralString = """

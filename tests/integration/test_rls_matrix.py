@@ -468,6 +468,37 @@ def run_as(
         return conn.execute(query, params).fetchall()
 
 
+ABSENT = object()
+
+
+@pytest.mark.parametrize(
+    ("restaurant_ids", "sees_own"),
+    [
+        (ABSENT, True),
+        (None, True),
+        ([], True),
+        ([str(OWN)], True),
+        ([str(OTHER), str(OWN)], True),
+        ([str(OTHER)], False),
+        (str(OWN), False),  # not a list: nothing, rather than a guess
+        ({"id": str(OWN)}, False),
+        (7, False),
+    ],
+)
+def test_a_tokens_restaurant_scope_only_narrows(
+    app_conn: psycopg.Connection[Any], restaurant_ids: Any, sees_own: bool
+) -> None:
+    claims: dict[str, Any] = {"sub": "backoffice", "role": "service_role"}
+    if restaurant_ids is not ABSENT:
+        claims["restaurant_ids"] = restaurant_ids
+    with (
+        app_conn.transaction(force_rollback=True),
+        _raw(app_conn, Role.SERVICE_ROLE, claims),
+    ):
+        visible = app_conn.execute("SELECT id FROM orders ORDER BY id").fetchall()
+    assert (ORDER["own"],) in visible if sees_own else (ORDER["own"],) not in visible
+
+
 def test_order_exists_tells_whether_an_order_exists_and_nothing_more(
     app_conn: psycopg.Connection[Any],
 ) -> None:
