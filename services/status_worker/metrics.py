@@ -19,7 +19,7 @@ from services.status_worker.db import Incoming, Processed
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_REASONS = ("oversize", "undecodable")
+DEAD_LETTER_REASONS = ("oversize", "undecodable", "error")
 
 COMMANDS = Counter(
     "orderstatus_worker_commands_total", "Commands given an outcome, by outcome", ["outcome"]
