@@ -32,7 +32,7 @@ Json = Any
 
 CHECKED_KEYWORDS = {
     "$ref", "type", "properties", "required", "additionalProperties", "enum", "const", "anyOf",
-    "oneOf", "items", "format", "minLength", "maxLength", "minimum",
+    "oneOf", "items", "format", "minLength", "maxLength", "pattern", "minimum",
 }  # fmt: skip
 ANNOTATIONS = {"$schema", "$defs", "title", "description", "default", "discriminator"}
 
@@ -85,6 +85,8 @@ def violations(instance: Json, schema: Json, root: Json, path: str = "$") -> Ite
             yield f"{path}: shorter than {schema['minLength']}"
         if len(instance) > schema.get("maxLength", len(instance)):
             yield f"{path}: longer than {schema['maxLength']}"
+        if "pattern" in schema and not re.search(schema["pattern"], instance):
+            yield f"{path}: does not match {schema['pattern']}"
         if schema.get("format") == "uuid" and not is_uuid(instance):
             yield f"{path}: {instance!r} is not a uuid"
         if schema.get("format") == "date-time" and not RFC3339.match(instance):
