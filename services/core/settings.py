@@ -60,7 +60,10 @@ class Settings(BaseSettings):
         200, description="Messages the dead-letter guard looks back over"
     )
     worker_dead_letter_max_ratio: float = Field(
-        0.5, ge=0, le=1, description="Above this share of dead letters in the window, the worker stops"
+        0.5,
+        ge=0,
+        le=1,
+        description="Above this share of dead letters in the window, the worker stops",
     )
     worker_fault: str = Field(
         "",

@@ -57,7 +57,10 @@ def test_killing_the_worker_mid_flight_loses_and_duplicates_nothing(
     async def scenario() -> list[list[int]]:
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
             created = await asyncio.gather(
-                *(client.post("/orders", json={"restaurant_id": str(restaurant)}) for _ in range(30))
+                *(
+                    client.post("/orders", json={"restaurant_id": str(restaurant)})
+                    for _ in range(30)
+                )
             )
             order_ids = [r.json()["order_id"] for r in created]
             walks = asyncio.gather(*(walk(client, o) for o in order_ids))
