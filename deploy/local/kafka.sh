@@ -5,7 +5,7 @@
 #   deploy/local/kafka.sh stop      SIGTERM, up to 30 s, then SIGKILL
 #   deploy/local/kafka.sh status
 # Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), KAFKA_HEAP ("-Xms256m -Xmx1g"),
-#      KAFKA_START_TIMEOUT (60), JAVA (java).
+#      KAFKA_START_TIMEOUT (60), JAVA (java), ORDERSTATUS_LOCAL_DIR (.local; see lib.sh).
 COMPONENT=kafka
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -1,11 +1,14 @@
 # Shared helpers for deploy/local/*.sh. Source it; do not run it.
 # State lives in .local/ at the repo root: .local/log/<name>.log, .local/run/<name>.pid.
+# ORDERSTATUS_LOCAL_DIR moves all of it (logs, pid files, data) elsewhere, so a second stack
+# on other ports (KAFKA_PORT, KAFKA_CONTROLLER_PORT, PGPORT_LOCAL) runs beside the first and
+# each one's stop leaves the other alone: tests/chaos does this under .local/chaos/.
 # shellcheck shell=bash
 
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
-LOCAL_DIR="$REPO_ROOT/.local"
+LOCAL_DIR="${ORDERSTATUS_LOCAL_DIR:-$REPO_ROOT/.local}"
 LOG_DIR="$LOCAL_DIR/log"
 RUN_DIR="$LOCAL_DIR/run"
 mkdir -p "$LOG_DIR" "$RUN_DIR"

@@ -4,7 +4,8 @@
 #   deploy/local/postgres.sh start     initdb once, configure, start, create role/db/extension
 #   deploy/local/postgres.sh stop      pg_ctl stop -m fast
 #   deploy/local/postgres.sh status
-# Env: PGPORT_LOCAL (55432); ORDERSTATUS_EXTERNAL_POSTGRES=1 makes every command a no-op.
+# Env: PGPORT_LOCAL (55432); ORDERSTATUS_EXTERNAL_POSTGRES=1 makes every command a no-op;
+#      ORDERSTATUS_LOCAL_DIR (.local; see lib.sh).
 #
 # initdb and postgres refuse to run as root: as root they run as the `postgres`
 # OS user (created by the Debian package), which owns the data directory. The
@@ -66,7 +67,8 @@ data_dir() {
     chmod o+x "$LOCAL_DIR"
     if ! runuser -u postgres -- test -w "$PG_STATE"; then
       # A parent of the repo is closed to other users: keep the cluster outside.
-      dir="/var/tmp/orderstatus-pg-$(printf '%s' "$REPO_ROOT" | sha1sum | cut -c1-12)/data"
+      # (Keyed by the state directory too when ORDERSTATUS_LOCAL_DIR moved it.)
+      dir="/var/tmp/orderstatus-pg-$(printf '%s' "$REPO_ROOT${ORDERSTATUS_LOCAL_DIR:+:$LOCAL_DIR}" | sha1sum | cut -c1-12)/data"
       say "postgres cannot reach $PG_STATE: data directory is $dir"
       mkdir -p "$(dirname "$dir")"
       chown postgres:postgres "$(dirname "$dir")"
