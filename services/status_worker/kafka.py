@@ -4,6 +4,8 @@ transactions carry both the outcomes and the consumed offsets (send_offsets_to_t
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,14 +83,51 @@ def first_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, part, offset) for (topic, part), offset in earliest.items()]
 
 
+RESTART_EXIT_CODE = 75
+"""Exit status (EX_TEMPFAIL) of a worker whose Kafka client cannot go on: its supervisor restarts
+it, and the new instance fences what the old one left open."""
+STUCK_GRACE_S = 5.0
+
+
+def _end_stuck_process(call: str, waited_s: float) -> None:
+    log.critical(
+        "kafka call overran its timeout: exiting for a restart",
+        extra={"evt": "kafka_call_stuck", "call": call, "waited_s": waited_s},
+    )
+    logging.shutdown()
+    os._exit(RESTART_EXIT_CODE)
+
+
 class TransactionalPublisher:
-    def __init__(self, producer: Producer, consumer: Consumer, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        consumer: Consumer,
+        timeout: float = 30.0,
+        stuck_after_s: float | None = None,
+    ) -> None:
         self.producer = producer
         self.consumer = consumer
         self.timeout = timeout
+        self.stuck_after_s = stuck_after_s or timeout + STUCK_GRACE_S
 
     def init(self) -> None:
         self.producer.init_transactions(self.timeout)
+
+    def _bounded(self, name: str, call: Callable[[], None]) -> None:
+        """Runs a blocking transactional call; ends the process if it is still blocked after
+        `stuck_after_s`. librdkafka can block forever in send_offsets_to_transaction when the
+        group coordinator goes away mid-call, ignoring its timeout (confluentinc/librdkafka#5456),
+        and nothing can interrupt it. The restarted worker fences the stuck transaction and redoes
+        the batch; the inbox makes the redo change nothing twice."""
+        waited_s = self.stuck_after_s
+        watchdog = threading.Timer(waited_s, _end_stuck_process, args=(name, waited_s))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            call()
+        finally:
+            watchdog.cancel()
 
     def publish(
         self,
@@ -101,12 +140,19 @@ class TransactionalPublisher:
             self.producer.begin_transaction()
             for record in records:
                 self._produce(record)
-            self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), self.timeout
+            self._bounded(
+                "send_offsets_to_transaction",
+                lambda: self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), self.timeout
+                ),
             )
             if before_commit is not None:
                 before_commit()
-            self._retrying(lambda: self.producer.commit_transaction(self.timeout))
+            self._retrying(
+                lambda: self._bounded(
+                    "commit_transaction", lambda: self.producer.commit_transaction(self.timeout)
+                )
+            )
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.fatal():
@@ -130,7 +176,11 @@ class TransactionalPublisher:
 
     def _abort(self) -> None:
         try:
-            self._retrying(lambda: self.producer.abort_transaction(self.timeout))
+            self._retrying(
+                lambda: self._bounded(
+                    "abort_transaction", lambda: self.producer.abort_transaction(self.timeout)
+                )
+            )
         except KafkaException as exc:
             if exc.args[0].fatal():
                 raise
