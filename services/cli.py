@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     watch = commands.add_parser("watch", help="live terminal view of throughput, SLIs and lag")
     watch.add_argument("--once", action="store_true", help="render one frame and exit")
     watch.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    dlq = commands.add_parser("dlq", help="list or replay the dead-letter topic")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("--at", action="append", default=[], metavar="PARTITION:OFFSET")
+    dlq.add_argument("--reason", default=None, help="only reasons starting with this, e.g. error")
+    dlq.add_argument("--all", action="store_true", dest="every", help="replay every match")
+    dlq.add_argument("--dry-run", action="store_true", help="show what a replay would send")
 
     args = parser.parse_args(argv)
     settings = Settings()
@@ -131,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         from services.ops.watch import run_watch
 
         return run_watch(settings, once=args.once, interval=args.interval)
+    elif args.command == "dlq":
+        from services.dlq import run_dlq
+
+        return run_dlq(
+            settings, args.action, args.at, args.reason, every=args.every, dry_run=args.dry_run
+        )
     return 0
 
 

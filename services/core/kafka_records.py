@@ -1,10 +1,13 @@
-"""Typed access to confluent-kafka messages: where a consumed message sits, and its headers."""
+"""Typed access to confluent-kafka messages: where a consumed message sits, its headers, and
+reading a whole topic back."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import NamedTuple
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 
 class Position(NamedTuple):
@@ -36,3 +39,40 @@ def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Me
         return []
     rest: list[Message] = consumer.consume(max_messages - 1, 0) if max_messages > 1 else []
     return [first, *rest]
+
+
+def read_to_end(
+    bootstrap_servers: str, topic: str, *, committed_only: bool = True, deadline_s: float = 30.0
+) -> list[Message]:
+    """Every message now in `topic`, partition by partition in offset order. The ends are fixed
+    first; transaction markers take offsets too, so a partition is done when the reader's position
+    reaches its end, not when its last message arrives. Raises TimeoutError past `deadline_s`."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"orderstatus-reader-{uuid.uuid4().hex[:8]}",  # assigns only, never commits
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
+        }
+    )
+    try:
+        ends: dict[int, int] = {}
+        assignment = []
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+                assignment.append(TopicPartition(topic, p, low))
+        consumer.assign(assignment)
+        messages: list[Message] = []
+        stop_at = time.monotonic() + deadline_s
+        while ends:
+            if time.monotonic() > stop_at:
+                raise TimeoutError(f"{topic} not read to its end within {deadline_s}s")
+            messages += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+            for p in list(ends):
+                if consumer.position([TopicPartition(topic, p)])[0].offset >= ends[p]:
+                    del ends[p]
+        return sorted(messages, key=position)
+    finally:
+        consumer.close()
