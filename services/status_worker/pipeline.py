@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
 from services.core.kafka_records import header, poll_batch, position
@@ -180,7 +180,10 @@ class StatusWorker:
     def _usable(self, message: Message) -> bool:
         error = message.error()
         if error is not None:
-            if error.fatal():
+            # A fatal consumer state arrives as an event whose code is _FATAL but whose fatal()
+            # is False (e.g. "static consumer fenced" after a broker restart): polling on would
+            # hang the worker with no partitions, so it ends (main.py: exit for a restart).
+            if error.fatal() or error.code() == KafkaError._FATAL:
                 raise KafkaException(error)
             log.warning(
                 "consumer error", extra={"evt": "kafka_consumer_error", "error": str(error)}
