@@ -4,6 +4,7 @@ topic prefix per test session, and the API and worker run as the `orderstatus` c
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -103,6 +104,16 @@ def isolated_settings(base: Settings, **overrides: Any) -> Iterator[Settings]:
             conn.execute(f'DROP DATABASE IF EXISTS "orderstatus_{name}" WITH (FORCE)')
 
 
+def _die_with_parent() -> None:
+    """Runs in the child: the kernel kills it if the test process dies, so no service outlives a
+    killed or timed-out test run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class ServiceProcess:
     """`orderstatus api` or `orderstatus worker` as a child process, logging to a file."""
 
@@ -120,6 +131,7 @@ class ServiceProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         if wait:
             self.wait_ready()
