@@ -19,8 +19,13 @@ from services.observability.kafka_lag import (
 
 
 def admin(settings: Settings) -> AdminClient:
+    # log_level 4: librdkafka's info lines (e.g. on closing) would clutter doctor's report
     return AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "socket.timeout.ms": 5000}
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "socket.timeout.ms": 5000,
+            "log_level": 4,
+        }
     )
 
 
