@@ -14,19 +14,11 @@ from services.command_api.db import OrderReads
 from services.command_api.idempotency import CommandRequests, fingerprint, valid_key
 from services.command_api.kafka import CommandBus, OutcomeTimeout, PublishFailed
 from services.command_api.problems import PROBLEM_JSON, ProblemError
+from services.core.jsonlog import OUTCOME_EVENTS
 from services.core.messages import Actor, ChangeStatus, CommandResult, CreateOrder, Outcome
 
 COMMAND_ID_HEADER = "X-Command-ID"
 """On every answer to a command: the id to quote in GET /commands/{id}, logs and support requests."""
-
-RUNBOOK_EVENTS = {
-    Outcome.APPLIED: "order_status_success",
-    Outcome.CONFLICT: "order_status_conflict",
-    Outcome.FORBIDDEN: "order_status_forbidden",
-    Outcome.NOT_FOUND: "order_status_not_found",
-    Outcome.INVALID: "order_status_invalid",
-    Outcome.ERROR: "order_status_exception",
-}
 
 
 def caller_of(actor: Actor) -> str:
@@ -241,7 +233,7 @@ def outcome_reply(
 
 
 def outcome_response(request: Request, result: CommandResult) -> Response:
-    request.state.evt = RUNBOOK_EVENTS[result.outcome]
+    request.state.evt = OUTCOME_EVENTS[result.outcome]
     if result.order is not None:
         request.state.restaurant_id = str(result.order.restaurant_id)
         request.state.status = result.order.status.value

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import Scope
 
+from services.core.jsonlog import OUTCOME_EVENTS
 from services.observability import slis
 
 UNMATCHED = "unmatched"
@@ -56,12 +57,7 @@ COMMAND_OUTCOMES = Counter(
 )
 
 OUTCOME_OF_EVENT = {
-    "order_status_success": "applied",
-    "order_status_conflict": "conflict",
-    "order_status_forbidden": "forbidden",
-    "order_status_not_found": "not_found",
-    "order_status_invalid": "invalid",
-    "order_status_exception": "error",
+    **{evt: outcome.value for outcome, evt in OUTCOME_EVENTS.items()},
     "order_status_unavailable": "unavailable",
     "order_status_timeout": "timeout",
 }

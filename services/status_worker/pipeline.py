@@ -17,6 +17,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
+from services.core.jsonlog import OUTCOME_EVENTS
 from services.core.kafka_records import header, poll_batch, position
 from services.core.messages import CommandResult, Outcome, decode_command, encode
 from services.core.settings import Settings
@@ -50,15 +51,6 @@ from services.status_worker.kafka import (
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 64 * 1024
-
-OUTCOME_EVENTS = {
-    Outcome.APPLIED: "order_status_success",
-    Outcome.CONFLICT: "order_status_conflict",
-    Outcome.FORBIDDEN: "order_status_forbidden",
-    Outcome.NOT_FOUND: "order_status_not_found",
-    Outcome.INVALID: "order_status_invalid",
-    Outcome.ERROR: "order_status_exception",
-}
 
 
 @dataclass(frozen=True, slots=True)
