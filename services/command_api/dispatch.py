@@ -196,13 +196,7 @@ def outcome_reply(
     if result.outcome is Outcome.APPLIED:
         assert order is not None
         created = result.command_type == "create_order"
-        body = {
-            "order_id": str(order.order_id),
-            "restaurant_id": str(order.restaurant_id),
-            "status": order.status.value,
-            "version": order.version,
-            "updated_at": order.updated_at.isoformat(),
-        }
+        body = order.model_dump(mode="json")  # as GET /orders/{id} serialises it
         return (
             (201, body, {"Location": f"/orders/{order.order_id}"}) if created else (200, body, {})
         )
