@@ -10,6 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCAL := deploy/local
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
 # Defaults for the Python processes; the environment wins over each of them.
 KAFKA_PORT ?= 19092
@@ -85,8 +86,8 @@ lint: $(VENV)/.installed ## ruff format --check, ruff check, mypy
 	$(BIN)/ruff check services tests
 	$(BIN)/mypy
 
-chaos: migrate ## Failure-injection run (tests/chaos)
-	$(BIN)/python -m tests.chaos.run
+chaos: install ## Fault-injection run on its own Kafka + PostgreSQL (CHAOS_ARGS="--rounds 12 ...")
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 bench: migrate ## Benchmark run (tests/bench)
 	$(BIN)/python -m tests.bench.run

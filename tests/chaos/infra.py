@@ -1,0 +1,276 @@
+"""The chaos run's own Kafka broker and PostgreSQL, and its API and worker processes.
+
+The broker and the database are started by deploy/local/*.sh with ORDERSTATUS_LOCAL_DIR pointing at
+a fresh run directory under .local/chaos/ and on free ports, so they can be stopped and restarted at
+will without touching a developer's stack; everything is stopped at the end, and the state of runs
+whose owner died (kill -9 of the harness) is cleaned up by the next run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from services.core.kafka_admin import ensure_topics
+from services.core.migrate import apply_migrations
+from services.core.settings import Settings
+from tests.stack import ServiceProcess, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO_ROOT / "deploy" / "local"
+CHAOS_ROOT = REPO_ROOT / ".local" / "chaos"
+KEEP_RUNS = 3
+"""Run directories (logs, report) kept after the run; older ones are removed."""
+SCRIPT_TIMEOUT_S = 120
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@dataclass
+class ChaosInfra:
+    """A Kafka broker and a PostgreSQL cluster of one chaos run, in `root`."""
+
+    root: Path
+    kafka_port: int
+    controller_port: int
+    pg_port: int
+    script_log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.script_log = self.root / "log" / "scripts.log"
+
+    @classmethod
+    def create(cls, parent: Path = CHAOS_ROOT) -> ChaosInfra:
+        parent.mkdir(parents=True, exist_ok=True)
+        reap_abandoned_runs(parent)
+        root = parent / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        root.mkdir()
+        (root / "owner.pid").write_text(str(os.getpid()))
+        (root / "log").mkdir()
+        infra = cls(root, free_port(), free_port(), free_port())
+        (root / "ports.json").write_text(
+            json.dumps(
+                {
+                    "kafka": infra.kafka_port,
+                    "controller": infra.controller_port,
+                    "pg": infra.pg_port,
+                }
+            )
+        )
+        return infra
+
+    @classmethod
+    def of_run(cls, root: Path) -> ChaosInfra:
+        ports = json.loads((root / "ports.json").read_text())
+        return cls(root, ports["kafka"], ports["controller"], ports["pg"])
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def services_log_dir(self) -> Path:
+        path = self.root / "services"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "ORDERSTATUS_LOCAL_DIR": str(self.root),
+            "KAFKA_PORT": str(self.kafka_port),
+            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "PGPORT_LOCAL": str(self.pg_port),
+            # A broker restarted every few rounds on a busy machine: C1 only, for a faster start.
+            "KAFKA_HEAP": "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1",
+            "ORDERSTATUS_EXTERNAL_POSTGRES": "0",
+        }
+
+    def script(self, component: str, action: str) -> None:
+        """deploy/local/<component>.sh <action> against this run's state; raises on failure."""
+        with self.script_log.open("ab") as log:
+            log.write(f"\n== {time.strftime('%H:%M:%S')} {component} {action}\n".encode())
+            log.flush()
+            done = subprocess.run(
+                [str(SCRIPTS / f"{component}.sh"), action],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=SCRIPT_TIMEOUT_S,
+                check=False,
+            )
+        if done.returncode != 0:
+            tail = self.script_log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{component}.sh {action} failed ({done.returncode}):\n{tail}")
+
+    def start(self) -> None:
+        self.script("postgres", "start")
+        self.script("kafka", "start")
+
+    def stop(self) -> None:
+        """Stops both, whatever state they are in; never raises."""
+        for component in ("kafka", "postgres"):
+            with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+                self.script(component, "stop")
+
+    def remove_data(self) -> None:
+        """Deletes the broker's and the database's data (logs and the report stay)."""
+        datadir = self.root / "pg" / "datadir"
+        if datadir.exists():
+            outside = Path(datadir.read_text().strip()).parent
+            if outside.is_relative_to(Path("/var/tmp")) and outside.name.startswith(
+                "orderstatus-pg-"
+            ):
+                shutil.rmtree(outside, ignore_errors=True)
+        for name in ("kafka", "pg"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def base_settings(self) -> Settings:
+        """Settings pointing at this run's broker and database, with the code's default roles
+        (the chaos cluster trusts loopback connections, so no password is needed)."""
+        defaults = Settings.model_fields
+
+        def here(url: Any) -> str:
+            return psycopg.conninfo.make_conninfo(str(url), host="127.0.0.1", port=self.pg_port)
+
+        return Settings(
+            kafka_bootstrap_servers=self.bootstrap,
+            database_url=here(defaults["database_url"].default),
+            database_admin_url=here(defaults["database_admin_url"].default),
+            worker_metrics_port=0,
+            environment="test",
+        )
+
+    def prepare(self, **overrides: Any) -> Settings:
+        """Migrates the run's database and creates its topics: the whole cluster is this run's,
+        so the default database and topic names serve (and nothing needs dropping afterwards)."""
+        settings = self.base_settings().model_copy(
+            update={"kafka_command_partitions": 6, "api_port": free_port(), **overrides}
+        )
+        apply_migrations(settings.admin_url)
+        ensure_topics(settings)
+        return settings
+
+
+def reap_abandoned_runs(parent: Path) -> None:
+    """Stops the broker and database of runs whose harness is gone; keeps the newest run logs."""
+    runs = sorted(p for p in parent.iterdir() if p.is_dir())
+    for root in runs:
+        owner = root / "owner.pid"
+        if not owner.exists():
+            if time.time() - root.stat().st_mtime > 60:
+                shutil.rmtree(root, ignore_errors=True)
+            continue
+        if _alive(int(owner.read_text() or 0)):
+            continue
+        if (root / "ports.json").exists() and ((root / "kafka").exists() or (root / "pg").exists()):
+            infra = ChaosInfra.of_run(root)
+            infra.stop()
+            infra.remove_data()
+    finished = [p for p in runs if p.exists() and not (p / "kafka").exists()]
+    for root in finished[:-KEEP_RUNS]:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Fleet:
+    """The API and the worker slots ("1", "2") of a run. A slot restarted keeps its WORKER_ID, so
+    static membership and the transactional id carry over; every process logs to its own file.
+
+    `supervise` plays the part of a restart policy (docker's `unless-stopped`): a process that
+    exited without being asked to is noted and started again. One lock orders it with the faults,
+    so a slot being killed on purpose is never also "restarted" by the supervisor."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.api: ServiceProcess | None = None
+        self.workers: dict[str, ServiceProcess] = {}
+        self.unexpected_exits: list[str] = []
+        self.slow_starts: list[str] = []
+        self.lock = threading.RLock()
+
+    def start_api(self) -> None:
+        with self.lock:
+            self.api = ServiceProcess("api", self.settings, self.log_dir).start()
+
+    def start_worker(self, slot: str, ready_timeout: float = 60) -> float:
+        """Starts the slot's worker and waits for its first assignment; returns seconds taken."""
+        started = time.monotonic()
+        with self.lock:
+            for _attempt in range(3):
+                worker = ServiceProcess("worker", self.settings, self.log_dir, worker_id=slot)
+                self.workers[slot] = worker.start(wait=False)
+                try:
+                    worker.wait_ready(ready_timeout)
+                    break
+                except TimeoutError:
+                    self.slow_starts.append(f"worker {slot}: no assignment in {ready_timeout}s")
+                    break
+                except RuntimeError as exc:  # exited during start-up: note it and try again
+                    self.unexpected_exits.append(f"worker {slot} at start: {last_words(str(exc))}")
+                    time.sleep(1)
+        return time.monotonic() - started
+
+    def kill_worker(self, slot: str) -> None:
+        with self.lock:
+            self.workers.pop(slot).kill()
+
+    def stop_worker(self, slot: str) -> int:
+        with self.lock:
+            return self.workers.pop(slot).terminate()
+
+    def supervise(self) -> None:
+        """Restarts any process that exited without being asked to, and notes why it did."""
+        with self.lock:
+            for slot, worker in list(self.workers.items()):
+                process = worker.process
+                if process is not None and process.poll() is not None:
+                    self.unexpected_exits.append(
+                        f"worker {slot} exited with {process.returncode}: {last_words(worker.logs())}"
+                    )
+                    self.start_worker(slot)
+            api = self.api
+            if api is not None and api.process is not None and api.process.poll() is not None:
+                self.unexpected_exits.append(
+                    f"api exited with {api.process.returncode}: {last_words(api.logs())}"
+                )
+                self.start_api()
+
+    def restart_workers(self) -> None:
+        """kill -9 and start again every worker: the liveness probe's answer to a stall (the
+        stall itself is recorded and fails the run; this only lets the run go on)."""
+        with self.lock:
+            for slot in sorted(self.workers):
+                self.kill_worker(slot)
+                self.start_worker(slot)
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.api is not None:
+                self.api.terminate()
+            for slot in list(self.workers):
+                self.stop_worker(slot)
+
+
+def last_words(log: str) -> str:
+    """The last critical or error line of a service log (else its last line), shortened."""
+    lines = [line for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if '"level":"critical"' in line or '"level":"error"' in line or "Traceback" in line:
+            return line[:400]
+    return lines[-1][:400] if lines else "(empty log)"
