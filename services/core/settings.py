@@ -67,8 +67,10 @@ class Settings(BaseSettings):
     )
     worker_fault: str = Field(
         "",
-        description="Fault injection for tests: 'crash_after_db_commit' or "
-        "'crash_before_kafka_commit' kills the process at that point of batch N",
+        description="Fault injection for tests, at batch N: 'crash_after_db_commit' and "
+        "'crash_before_kafka_commit' kill the process there; 'silent_abort' aborts the Kafka "
+        "transaction but lets the commit report success; 'false_abort' treats a commit that "
+        "went through as failed",
     )
     worker_fault_batch: int = 1
 

@@ -232,9 +232,17 @@ class StatusWorker:
             self.publisher.publish(
                 records,
                 next_offsets(messages),
-                before_commit=lambda: self._inject_fault("crash_before_kafka_commit"),
+                before_commit=self._before_commit,
             )
         except TransactionAborted:
+            metrics.TRANSACTION_ABORTS.inc()
+            self._rewind(messages)
+            return
+        if self._fault_due("false_abort"):  # the client reports a failure; the commit went through
+            metrics.TRANSACTION_ABORTS.inc()
+            self._rewind(messages)
+            return
+        if not self._commit_took_effect(messages):
             metrics.TRANSACTION_ABORTS.inc()
             self._rewind(messages)
             return
@@ -244,12 +252,26 @@ class StatusWorker:
         self._report(finished, dead, datetime.now(UTC))
         metrics.trace_batch(messages, finished, now)
 
+    def _fault_due(self, point: str) -> bool:
+        """Test-only faults (WORKER_FAULT), to prove each loses and repeats nothing."""
+        due = (
+            self.settings.worker_fault == point and self.batches == self.settings.worker_fault_batch
+        )
+        if due:
+            log.warning("injected fault", extra={"evt": "fault_injected", "point": point})
+        return due
+
     def _inject_fault(self, point: str) -> None:
-        """Test-only crash points (WORKER_FAULT), to prove a crash there loses and repeats nothing."""
-        if self.settings.worker_fault == point and self.batches == self.settings.worker_fault_batch:
-            log.warning("injected crash", extra={"evt": "fault_injected", "point": point})
+        if self._fault_due(point):
             self.publisher.producer.flush(5)  # make the open transaction's records hit the log
             os._exit(70)
+
+    def _before_commit(self) -> None:
+        self._inject_fault("crash_before_kafka_commit")
+        if self._fault_due("silent_abort"):
+            # What a coordinator restart can do: the transaction is gone, the commit "succeeds".
+            self.publisher.producer.abort_transaction(10)
+            self.publisher.producer.begin_transaction()
 
     def _apply(
         self, incoming: list[Incoming], messages: Sequence[Message], now: datetime
@@ -289,12 +311,46 @@ class StatusWorker:
                 self._wait_for_database()
                 return None
 
+    def _committed(self, partitions: list[TopicPartition]) -> dict[tuple[str, int], int] | None:
+        """The group's committed offsets, stable ones only (a read_committed consumer waits for
+        pending transactional commits), or None when the coordinator does not say."""
+        try:
+            committed = self.consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            log.warning("committed offsets unknown", extra={"error": str(exc.args[0])})
+            return None
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in committed
+            if tp.error is None and tp.offset >= 0
+        }
+
+    def _commit_took_effect(self, messages: Sequence[Message]) -> bool:
+        """Offsets commit atomically with the outcomes, so they tell whether a transaction that
+        Kafka reported as committed really was (around a coordinator restart it may not be)."""
+        expected = next_offsets(messages)
+        committed = self._committed(expected)
+        if committed is None:  # cannot check: Kafka's own report is all there is
+            return True
+        if all(committed.get((tp.topic, tp.partition), -1) >= tp.offset for tp in expected):
+            return True
+        log.error(
+            "a transaction reported as committed did not take effect: redoing the batch",
+            extra={"evt": "kafka_commit_not_visible"},
+        )
+        return False
+
     def _rewind(self, messages: Sequence[Message]) -> None:
-        for tp in first_offsets(messages):
-            if (tp.topic, tp.partition) not in self.assigned:
-                continue
+        """Seeks each partition of the batch to where its committed offset says processing stands:
+        the batch start after a real abort, past the batch when a commit reported as failed went
+        through after all. Unknown offsets fall back to the batch start: the inbox answers a redo,
+        at worst republishing outcomes (never losing one)."""
+        starts = [tp for tp in first_offsets(messages) if (tp.topic, tp.partition) in self.assigned]
+        committed = self._committed(starts) or {}
+        for tp in starts:
+            offset = max(tp.offset, committed.get((tp.topic, tp.partition), tp.offset))
             try:
-                self.consumer.seek(tp)
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
             except KafkaException as exc:
                 log.warning("seek failed", extra={"error": str(exc), "partition": tp.partition})
 

@@ -126,6 +126,32 @@ def test_a_crash_between_the_database_commit_and_the_offset_commit_repeats_nothi
         assert len(raw) > len(commands)
 
 
+@pytest.mark.parametrize("fault", ["silent_abort", "false_abort"])
+def test_a_commit_whose_reported_outcome_is_wrong_loses_and_repeats_nothing(
+    fresh: Settings, log_dir: Path, fault: str
+) -> None:
+    """Around a coordinator restart Kafka may report a commit that did not happen, or a failure of
+    one that did; the worker believes the group's committed offsets instead."""
+    commands = [c for _ in range(10) for c in order_script(uuid.uuid4())]
+    worker = ServiceProcess(
+        "worker", fresh, log_dir, worker_metrics_port=0, worker_fault=fault, worker_fault_batch=1
+    ).start()
+    try:
+        produce(fresh, fresh.topics.commands, [command_record(c) for c in commands])
+        wait_for_outcomes(fresh, len(commands))
+        deadline = time.monotonic() + 30
+        while sum(visible_results(fresh).values()) < len(commands):
+            assert time.monotonic() < deadline, "an outcome never became visible"
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        worker.terminate()
+    assert '"evt":"fault_injected"' in worker.logs()
+    seen = visible_results(fresh)
+    assert set(seen) == {str(c.command_id).encode() for c in commands}
+    assert max(seen.values()) == 1, "a read_committed consumer saw an outcome twice"
+
+
 def test_a_retry_with_the_same_idempotency_key_gets_the_same_answer_and_sends_one_command(
     stack: Stack, api: httpx.Client, tokens: Tokens
 ) -> None:
