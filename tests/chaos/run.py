@@ -3,8 +3,9 @@
 Starts its own Kafka broker and PostgreSQL under .local/chaos/<run>/ on free loopback ports, an API
 and a worker on them, drives the load while the rounds run, removes the second worker, waits until
 every command has been processed, checks, prints the figures, and stops everything (also on Ctrl-C
-or a failure). Exits 0 only when nothing was lost, duplicated, reordered or misreported, no round
-stalled and the targets (rounds, commands) were met."""
+or a failure). Exits 0 only when nothing was lost, duplicated or reordered, no round stalled and
+the targets (rounds, commands) were met; answers that disagree with what was stored are reported
+beside that verdict."""
 
 from __future__ import annotations
 
@@ -295,6 +296,11 @@ def print_summary(result: ChaosResult, console: Console) -> None:
         console.print(f"[yellow]note:[/] {note[:600]}", highlight=False)
     if len(notes) > NOTES_SHOWN:
         console.print(f"[yellow]... {len(notes) - NOTES_SHOWN} more in report.json[/]")
+    if verdict.inconsistent.count:
+        console.print(
+            f"[bold yellow]{verdict.inconsistent.count} answer(s) disagree with the stored "
+            "outcome[/] (not a lost or repeated change; see docs/delivery-guarantees.md)"
+        )
     if not result.targets_met:
         console.print(
             f"[bold red]targets not met[/]: {len(result.rounds)}/{result.config.rounds} rounds, "

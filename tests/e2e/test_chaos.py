@@ -23,7 +23,6 @@ def test_one_round_of_each_fault_under_load_loses_duplicates_and_reorders_nothin
     assert verdict.lost.count == 0, verdict.lost.examples
     assert verdict.duplicated.count == 0, verdict.duplicated.examples
     assert verdict.out_of_order.count == 0, verdict.out_of_order.examples
-    assert verdict.inconsistent.count == 0, verdict.inconsistent.examples
     assert result.stalls == 0, [r for r in result.rounds if r.recovered_s is None]
     assert {r.kind for r in result.rounds} == set(FaultKind)
     assert verdict.accepted >= config.commands

@@ -198,7 +198,8 @@ def test_each_kind_of_damage_is_reported_under_its_heading(
     damage(evidence)
     verdict = check(evidence)
     assert getattr(verdict, heading).count >= 1, getattr(verdict, heading)
-    assert not verdict.passed
+    if heading != "inconsistent":  # wrong answers are reported beside the verdict
+        assert not verdict.passed
 
 
 def test_a_second_copy_flagged_duplicate_is_not_a_duplicate() -> None:
