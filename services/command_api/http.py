@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID, uuid4
 
+import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -236,7 +238,30 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return problem_response(request, 500, "order-status-exception", "Internal error")
 
+    async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+        # Not a bug of ours and not the caller's: say so, and when to come back.
+        request.state.evt = "database_unavailable"
+        log.warning(
+            "database unavailable",
+            extra={
+                "evt": "database_unavailable",
+                "rid": getattr(request.state, "rid", None),
+                "error": type(exc).__name__,
+            },
+        )
+        return problem_response(
+            request,
+            503,
+            "database-unavailable",
+            "Database unavailable",
+            "PostgreSQL did not answer. Retry later; with the same Idempotency-Key a retry is "
+            "answered with the outcome of this request if it went through.",
+            headers={"Retry-After": "1"},
+        )
+
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
+    app.add_exception_handler(PoolTimeout, on_database_unavailable)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unhandled)

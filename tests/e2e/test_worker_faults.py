@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -16,7 +17,7 @@ from services.core.messages import decode_event
 from services.core.settings import Settings
 from tests.e2e.test_exactly_once import order_script, visible_results, wait_for_outcomes
 from tests.faults import TcpProxy
-from tests.stack import ServiceProcess, isolated_settings
+from tests.stack import ServiceProcess, Tokens, isolated_settings
 from tests.topics import command_record, produce, read_topic
 
 
@@ -134,3 +135,34 @@ def _has_share(worker: ServiceProcess) -> bool:
         return False
     partitions = json.loads(lines[-1])["partitions"]
     return 0 < len(partitions) < worker.settings.kafka_command_partitions
+
+
+def test_the_api_answers_503_not_500_while_postgres_is_unreachable(
+    fresh: Settings, log_dir: Path
+) -> None:
+    port = int(psycopg.conninfo.conninfo_to_dict(fresh.database_url)["port"])
+    proxy = TcpProxy("127.0.0.1", port)
+    through_proxy = psycopg.conninfo.make_conninfo(fresh.database_url, port=proxy.port)
+    api = ServiceProcess("api", fresh, log_dir, database_url=through_proxy).start()
+    restaurant = uuid.uuid4()
+    headers = {"Authorization": f"Bearer {Tokens(fresh).pos(restaurant)}"}
+    url = f"http://127.0.0.1:{fresh.api_port}"
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            proxy.cut()
+            read = client.get(f"/orders/{uuid.uuid4()}")
+            keyed = client.post(
+                "/orders",
+                json={"restaurant_id": str(restaurant)},
+                headers={"Idempotency-Key": "while-db-down"},
+            )
+            proxy.restore()
+            again = client.get(f"/orders/{uuid.uuid4()}")
+    finally:
+        api.terminate()
+        proxy.close()
+    for response in (read, keyed):
+        assert response.status_code == 503, response.text
+        assert response.json()["type"] == "/problems/database-unavailable"
+        assert response.headers["retry-after"] == "1"
+    assert again.status_code == 404
