@@ -22,15 +22,14 @@ from datetime import UTC, datetime
 from confluent_kafka import Message, Producer
 from pydantic import ValidationError
 
-from services.core.kafka_records import header, position, read_to_end
-from services.core.messages import ChangeStatus, CreateOrder, decode_command, encode
+from services.core.kafka_records import command_record, header, position, read_to_end
+from services.core.messages import ChangeStatus, CreateOrder, decode_command
 from services.core.settings import Settings
 from services.core.topics import (
     HEADER_COMMAND_ID,
     HEADER_DLQ_OFFSET,
     HEADER_DLQ_PARTITION,
     HEADER_DLQ_REASON,
-    HEADER_REQUEST_ID,
 )
 
 REPLAY_NAMESPACE = uuid.UUID("5b0d2a52-8f1e-4a8e-9a57-2d1f0c9e6f3a")
@@ -122,13 +121,13 @@ def replay(
         command = item.command
         if command is None:
             continue
+        record = command_record(command)
         producer.produce(
             settings.topics.commands,
-            key=str(command.order_id).encode(),
-            value=encode(command),
+            key=record.key,
+            value=record.value,
             headers=[
-                (HEADER_COMMAND_ID, str(command.command_id).encode()),
-                (HEADER_REQUEST_ID, command.rid.encode()),
+                *record.headers,
                 (HEADER_REPLAY_OF, (item.message.command_id or "").encode()),
                 (HEADER_REPLAYED_FROM, item.message.where.encode()),
             ],

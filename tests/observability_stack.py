@@ -20,9 +20,9 @@ import psycopg
 import yaml
 from confluent_kafka import Producer
 
-from services.core.messages import Actor, CreateOrder, Role, encode
+from services.core.kafka_records import command_record
+from services.core.messages import Actor, CreateOrder, Role
 from services.core.settings import Settings
-from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 from tests.stack import ServiceProcess, free_port, isolated_settings, with_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,15 +164,8 @@ def enqueue_create_orders(settings: Settings, count: int) -> None:
             rid=f"enqueued-{uuid.uuid4().hex[:8]}",
             issued_at=datetime.now(UTC),
         )
-        producer.produce(
-            settings.topics.commands,
-            key=str(command.order_id).encode(),
-            value=encode(command),
-            headers=[
-                (HEADER_COMMAND_ID, str(command.command_id).encode()),
-                (HEADER_REQUEST_ID, command.rid.encode()),
-            ],
-        )
+        key, value, headers = command_record(command)
+        producer.produce(settings.topics.commands, key=key, value=value, headers=headers)
     assert producer.flush(30) == 0
 
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from services.core.kafka_records import command_record as command_record  # re-exported
 from services.core.kafka_records import read_to_end
-from services.core.messages import Actor, ChangeStatus, CreateOrder, Role, encode
+from services.core.messages import Actor, ChangeStatus, CreateOrder, Role
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
-from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 
 
 def read_topic(settings: Settings, topic: str, *, committed_only: bool = True) -> list[Message]:
@@ -45,20 +45,6 @@ def produce(
         kwargs = {"partition": partition} if partition is not None else {}
         producer.produce(topic, key=key, value=value, headers=headers, **kwargs)
     assert producer.flush(30) == 0
-
-
-def command_record(
-    command: CreateOrder | ChangeStatus,
-) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """The record the API would publish for `command`."""
-    return (
-        str(command.order_id).encode(),
-        encode(command),
-        [
-            (HEADER_COMMAND_ID, str(command.command_id).encode()),
-            (HEADER_REQUEST_ID, command.rid.encode()),
-        ],
-    )
 
 
 SERVICE_ACTOR = Actor(sub="test-pos", role=Role.SERVICE_ROLE)

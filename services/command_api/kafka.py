@@ -17,10 +17,10 @@ from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.core.kafka_records import header, poll_batch
-from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result, encode
+from services.core.kafka_records import command_record, header, poll_batch
+from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result
 from services.core.settings import Settings
-from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
+from services.core.topics import HEADER_COMMAND_ID
 from services.observability.sentry import trace_headers
 
 log = logging.getLogger(__name__)
@@ -132,16 +132,13 @@ class CommandBus:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             loop.call_soon_threadsafe(_settle, delivered, error)
 
+        record = command_record(command)
         try:
             self._producer.produce(
                 self.topics.commands,
-                key=str(command.order_id).encode(),
-                value=encode(command),
-                headers=[
-                    (HEADER_COMMAND_ID, str(command.command_id).encode()),
-                    (HEADER_REQUEST_ID, command.rid.encode()),
-                    *trace_headers(),
-                ],
+                key=record.key,
+                value=record.value,
+                headers=[*record.headers, *trace_headers()],
                 on_delivery=on_delivery,
             )
         except (BufferError, KafkaException) as exc:

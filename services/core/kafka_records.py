@@ -9,6 +9,9 @@ from typing import NamedTuple
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from services.core.messages import ChangeStatus, CreateOrder, encode
+from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
+
 
 class Position(NamedTuple):
     topic: str
@@ -76,3 +79,23 @@ def read_to_end(
         return sorted(messages, key=position)
     finally:
         consumer.close()
+
+
+class CommandRecord(NamedTuple):
+    """A command as it travels on the commands topic: keyed by order id (so one order's commands
+    share a partition), its id and request id in headers (readable without decoding the value)."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def command_record(command: CreateOrder | ChangeStatus) -> CommandRecord:
+    return CommandRecord(
+        str(command.order_id).encode(),
+        encode(command),
+        [
+            (HEADER_COMMAND_ID, str(command.command_id).encode()),
+            (HEADER_REQUEST_ID, command.rid.encode()),
+        ],
+    )
