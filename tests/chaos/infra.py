@@ -268,9 +268,15 @@ class Fleet:
 
 
 def last_words(log: str) -> str:
-    """The last critical or error line of a service log (else its last line), shortened."""
+    """Why a service ended: its last critical or error line, else the exception that ended a
+    traceback, else its last line; shortened."""
     lines = [line for line in log.splitlines() if line.strip()]
     for line in reversed(lines):
-        if '"level":"critical"' in line or '"level":"error"' in line or "Traceback" in line:
+        if '"level":"critical"' in line or '"level":"error"' in line:
             return line[:400]
+    if "Traceback" in log:
+        tail = log[log.rindex("Traceback") :].splitlines()
+        raised = [line for line in tail[1:] if line and not line[0].isspace()]
+        if raised:
+            return raised[0][:400]
     return lines[-1][:400] if lines else "(empty log)"
