@@ -13,7 +13,7 @@ from tests.chaos.run import ChaosConfig, print_summary, run_chaos
 @pytest.mark.timeout(600)  # a bound on a hang, not a performance claim
 def test_one_round_of_each_fault_under_load_loses_duplicates_and_reorders_nothing() -> None:
     config = ChaosConfig(
-        rounds=len(FaultKind), commands=1_000, terminals=8, max_minutes=8, seed=20261127
+        rounds=len(FaultKind), commands=1_000, terminals=12, max_minutes=8, seed=20261127
     )
     console = Console(width=140)
     result = run_chaos(config, console)
