@@ -31,6 +31,8 @@ CHAOS_ROOT = REPO_ROOT / ".local" / "chaos"
 KEEP_RUNS = 3
 """Run directories (logs, report) kept after the run; older ones are removed."""
 SCRIPT_TIMEOUT_S = 120
+KEEP_DATA_MARK = "keep-data"
+"""In a run directory: its data was kept on purpose (--keep-data); delete the directory by hand."""
 
 
 def _alive(pid: int) -> bool:
@@ -178,11 +180,17 @@ def reap_abandoned_runs(parent: Path) -> None:
             continue
         if _alive(int(owner.read_text() or 0)):
             continue
+        kept = (root / KEEP_DATA_MARK).exists()
         if (root / "ports.json").exists() and ((root / "kafka").exists() or (root / "pg").exists()):
             infra = ChaosInfra.of_run(root)
             infra.stop()
-            infra.remove_data()
-    finished = [p for p in runs if p.exists() and not (p / "kafka").exists()]
+            if not kept:
+                infra.remove_data()
+    finished = [
+        p
+        for p in runs
+        if p.exists() and not (p / "kafka").exists() and not (p / KEEP_DATA_MARK).exists()
+    ]
     for root in finished[:-KEEP_RUNS]:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -36,7 +36,7 @@ from tests.chaos.actions import (
     run_rounds,
 )
 from tests.chaos.checker import Verdict, check, collect, wait_until_drained
-from tests.chaos.infra import CHAOS_ROOT, ChaosInfra, Fleet
+from tests.chaos.infra import CHAOS_ROOT, KEEP_DATA_MARK, ChaosInfra, Fleet
 from tests.chaos.load import AnswerLog, drive
 from tests.stack import Tokens
 
@@ -111,7 +111,9 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> ChaosResul
             fleet.stop()
     finally:
         infra.stop()
-        if not config.keep_data:
+        if config.keep_data:
+            (infra.root / KEEP_DATA_MARK).touch()
+        else:
             infra.remove_data()
 
 
