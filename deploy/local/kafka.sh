@@ -24,6 +24,9 @@ KAFKA_PROPS="$KAFKA_STATE/server.properties"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 VENV_PY="$REPO_ROOT/.venv/bin/python"
 MAIN_CLASS=kafka.Kafka
+# How our broker's pid is recognised: its command line names this stack's rendered config, so a
+# pid file gone stale (pids wrap quickly in containers) never matches another stack's broker.
+PID_MARKER="$MAIN_CLASS $KAFKA_PROPS"
 
 kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_SRC/pom.xml"; }
 
@@ -82,7 +85,7 @@ PY
 
 start() {
   local pid
-  if pid=$(pid_of kafka "$MAIN_CLASS"); then
+  if pid=$(pid_of kafka "$PID_MARKER"); then
     say "already running (pid $pid) on $BOOTSTRAP"
     wait_until "$KAFKA_START_TIMEOUT" kafka ready
     return 0
@@ -105,8 +108,8 @@ start() {
   say "ready on $BOOTSTRAP after $((SECONDS - t0))s (log: $LOG_DIR/kafka.log)"
 }
 
-stop() { stop_named kafka "$MAIN_CLASS" 30; }
+stop() { stop_named kafka "$PID_MARKER" 30; }
 
-status() { status_named kafka "$MAIN_CLASS" "$BOOTSTRAP (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"; }
+status() { status_named kafka "$PID_MARKER" "$BOOTSTRAP (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"; }
 
 dispatch "$@"
