@@ -16,6 +16,8 @@ from tests.chaos.infra import ChaosInfra, Fleet
 from tests.chaos.load import AnswerLog
 
 STALL_AFTER_S = 90.0
+CATCH_UP_S = 15.0
+"""Longest extra calm before a round while the commands lag behind the rounds."""
 PROGRESS_ANSWERS = 10
 """Answers with a known outcome after the fault is undone that show the system works again."""
 PRIMARY, SECOND = "1", "2"
@@ -156,18 +158,28 @@ async def run_rounds(
     report: Callable[[RoundRecord], None],
     rng: random.Random,
 ) -> list[RoundRecord]:
-    """Rounds until both targets are met (or time is up): the plan is extended as needed."""
+    """The planned rounds, spread over the load: before each one, the commands are let catch up
+    with the rounds (for at most CATCH_UP_S), and after the last the load runs on until the command
+    target is met. All of it within `targets.max_seconds`."""
     started = time.monotonic()
     plan = fault_plan(targets.rounds, rng, targets.kinds)
     records: list[RoundRecord] = []
-    while len(records) < len(plan) or log.accepted() < targets.commands:
-        if time.monotonic() - started > targets.max_seconds:
+
+    def out_of_time() -> bool:
+        return time.monotonic() - started > targets.max_seconds
+
+    def commands_behind(rounds_done: int) -> bool:
+        return log.accepted() / targets.commands < rounds_done / len(plan)
+
+    for planned in plan:
+        if out_of_time():
             break
-        if len(records) == len(plan):
-            plan.extend(fault_plan(len(targets.kinds), rng, targets.kinds))
         await asyncio.sleep(rng.uniform(*targets.calm_s))
+        catch_up_until = time.monotonic() + CATCH_UP_S
+        while commands_behind(len(records)) and time.monotonic() < catch_up_until:
+            await asyncio.sleep(0.2)
         fault_at = time.monotonic()
-        kind, detail = await asyncio.to_thread(injector.inject, plan[len(records)])
+        kind, detail = await asyncio.to_thread(injector.inject, planned)
         back_at = time.monotonic()
         recovered = await wait_for_progress(log, PROGRESS_ANSWERS, STALL_AFTER_S)
         if recovered is None:
@@ -177,4 +189,6 @@ async def run_rounds(
         )
         records.append(record)
         report(record)
+    while log.accepted() < targets.commands and not out_of_time():
+        await asyncio.sleep(0.2)
     return records
