@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from datetime import UTC, datetime
@@ -47,6 +48,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
+    # One line out per event even when stdout is a file or a pipe (block-buffered by default):
+    # `make logs`, log shippers and tests read lines as they happen.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

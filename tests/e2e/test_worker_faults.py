@@ -112,6 +112,13 @@ def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_leav
             time.sleep(0.2)
         produce(fresh, fresh.topics.commands, [command_record(c) for c in batch_one])
         wait_for_outcomes(fresh, len(batch_one))
+        # The worker logs a batch after its Kafka commit, a moment after the database shows it.
+        deadline = time.monotonic() + 30
+        while sum(w.logs().count('"evt":"order_status_success"') for w in (one, two)) < len(
+            batch_one
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         applied_by = Counter(
             w.settings.worker_id
             for w in (one, two)
