@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,10 +212,18 @@ class Fleet:
         self.unexpected_exits: list[str] = []
         self.slow_starts: list[str] = []
         self.lock = threading.RLock()
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-spawner")
+
+    def _spawn(self, service: ServiceProcess) -> ServiceProcess:
+        """Starts `service` from the fleet's own thread: a test service dies with the thread that
+        started it (PR_SET_PDEATHSIG, tests/stack.py), and asyncio's worker threads end with the
+        load, while the fleet's thread lives until the fleet stops."""
+        return self._spawner.submit(service.start, False).result()
 
     def start_api(self) -> None:
         with self.lock:
-            self.api = ServiceProcess("api", self.settings, self.log_dir).start()
+            self.api = self._spawn(ServiceProcess("api", self.settings, self.log_dir))
+            self.api.wait_ready()
 
     def start_worker(self, slot: str, ready_timeout: float = 60) -> float:
         """Starts the slot's worker and waits for its first assignment; returns seconds taken."""
@@ -222,7 +231,7 @@ class Fleet:
         with self.lock:
             for _attempt in range(3):
                 worker = ServiceProcess("worker", self.settings, self.log_dir, worker_id=slot)
-                self.workers[slot] = worker.start(wait=False)
+                self.workers[slot] = self._spawn(worker)
                 try:
                     worker.wait_ready(ready_timeout)
                     break
@@ -273,6 +282,7 @@ class Fleet:
                 self.api.terminate()
             for slot in list(self.workers):
                 self.stop_worker(slot)
+        self._spawner.shutdown()
 
 
 def last_words(log: str) -> str:
