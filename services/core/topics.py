@@ -11,6 +11,9 @@ HEADER_DLQ_REASON = "dlq.reason"
 HEADER_DLQ_TOPIC = "dlq.source.topic"
 HEADER_DLQ_PARTITION = "dlq.source.partition"
 HEADER_DLQ_OFFSET = "dlq.source.offset"
+HEADER_REPLY_PARTITION = "reply_partition"
+"""On a command: the partition of the results topic its issuing API process reads. The worker
+produces the command's result there, so each API process reads only its own replies."""
 
 
 @dataclass(frozen=True)
