@@ -13,7 +13,7 @@ from datetime import UTC
 from typing import Final, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, field_serializer, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, field_serializer, model_validator
 
 from services.core.messages import Contract, OrderEvent
 from services.core.statuses import OrderStatus
@@ -33,8 +33,15 @@ TYPE_OF_INTERNAL: dict[str, EventType] = {
 }
 
 
+TOLERANT = ConfigDict(extra="ignore", frozen=True)
+"""Members this version does not know are ignored, not refused: CloudEvents extension attributes,
+and optional fields a later compatible version adds, must not break an older consumer."""
+
+
 class OrderChangeData(Contract):
     """What changed: the order, its restaurant, the transition, the new version and who did it."""
+
+    model_config = TOLERANT
 
     order_id: UUID
     restaurant_id: UUID
@@ -43,21 +50,23 @@ class OrderChangeData(Contract):
     version: int = Field(ge=1, description="The order's version after this change; 1 on create")
     command_id: UUID
     actor: str = Field(description="The `sub` of the caller who issued the command")
-    reason: str | None = None
-    rid: str = Field("", description="Request id, for logs across services")
+    reason: str | None
+    rid: str = Field(description="Request id, for logs across services; may be empty")
 
 
 class OrderCloudEvent(Contract):
-    """A CloudEvents 1.0 envelope. `id` is the command id: the same change always has the same
+    """A CloudEvents 1.0 envelope; every field is always present. `id` is the command id: the same change always has the same
     id (also when the worker redoes a batch), so consumers dedupe by it or by (order, version)."""
 
-    specversion: Literal["1.0"] = SPEC_VERSION
+    model_config = TOLERANT
+
+    specversion: Literal["1.0"]
     id: str = Field(min_length=1)
     source: str = Field(min_length=1)
     type: EventType
     subject: str = Field(min_length=1, description="The order id")
     time: AwareDatetime = Field(description="When the change was applied (the order's updated_at)")
-    datacontenttype: Literal["application/json"] = DATA_CONTENT_TYPE
+    datacontenttype: Literal["application/json"]
     data: OrderChangeData
 
     @field_serializer("time")
@@ -75,11 +84,13 @@ class OrderCloudEvent(Contract):
 def cloud_event_of(event: OrderEvent) -> OrderCloudEvent:
     """The public form of one applied change, from the worker's internal record."""
     return OrderCloudEvent(
+        specversion=SPEC_VERSION,
         id=str(event.event_id),
         source=EVENT_SOURCE,
         type=TYPE_OF_INTERNAL[event.type],
         subject=str(event.order_id),
         time=event.occurred_at,
+        datacontenttype=DATA_CONTENT_TYPE,
         data=OrderChangeData(
             order_id=event.order_id,
             restaurant_id=event.restaurant_id,
