@@ -19,8 +19,8 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from services.command_api.dispatch import outcome_reply
-from services.core.kafka_records import header
 from services.core.events import decode_cloud_event
+from services.core.kafka_records import header
 from services.core.messages import CommandResult, Outcome
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
