@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from services.command_api.feed_tokens import Positions, encode_positions, merged
-from services.core.events import OrderCloudEvent, decode_cloud_event
+from services.core.events import OrderCloudEvent, decode_cloud_event, encode_cloud_event
 from services.core.kafka_records import poll_batch, position, watermarks
 from services.core.settings import Settings
 
@@ -70,8 +70,22 @@ def _consumer(settings: Settings, purpose: str) -> Consumer:
 @dataclass(frozen=True, slots=True)
 class Delivery:
     event: OrderCloudEvent
+    data: str
+    """The event as it travels (encoded once, however many streams it goes to)."""
     resume_at: str
     """The SSE `id` of this event: where to resume after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handout:
+    """One event as the hub hands it to every stream of its restaurant."""
+
+    partition: int
+    offset: int
+    event: OrderCloudEvent
+    data: str
+    at: Positions
+    at_text: str
 
 
 @dataclass(eq=False)
@@ -85,11 +99,16 @@ class Subscription:
     queue: asyncio.Queue[Delivery]
     overflowed: bool = False
 
-    def offer(self, partition: int, offset: int, event: OrderCloudEvent, at: Positions) -> None:
-        if self.overflowed or offset < self.floor.get(partition, 0):
+    def offer(self, handout: Handout) -> None:
+        if self.overflowed or handout.offset < self.floor.get(handout.partition, 0):
             return
+        resume_at = (
+            handout.at_text
+            if all(o <= handout.at.get(p, 0) for p, o in self.floor.items())
+            else encode_positions(merged(handout.at, self.floor))
+        )
         try:
-            self.queue.put_nowait(Delivery(event, encode_positions(merged(at, self.floor))))
+            self.queue.put_nowait(Delivery(handout.event, handout.data, resume_at))
         except asyncio.QueueFull:
             self.overflowed = True
             OVERFLOWS.inc()
@@ -186,8 +205,9 @@ class EventHub:
             subscribers = self._subscribers.get(event.data.restaurant_id)
             if subscribers:
                 at = dict(self._positions)
+                handout = Handout(partition, offset, event, _data(event), at, encode_positions(at))
                 for subscription in list(subscribers):
-                    subscription.offer(partition, offset, event, at)
+                    subscription.offer(handout)
 
     # ---- resuming ---------------------------------------------------------------------------
 
@@ -223,7 +243,7 @@ class EventHub:
                     progress[partition] = offset + 1
                     event = _decoded(message.value())
                     if event is not None and event.data.restaurant_id == subscription.restaurant_id:
-                        yield Delivery(event, encode_positions(progress))
+                        yield Delivery(event, _data(event), encode_positions(progress))
                 for p in list(until):
                     reached = await asyncio.to_thread(
                         consumer.position, [TopicPartition(self.topic, p)]
@@ -233,6 +253,10 @@ class EventHub:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(consumer.close)
+
+
+def _data(event: OrderCloudEvent) -> str:
+    return encode_cloud_event(event).decode()
 
 
 def _decoded(raw: bytes | None) -> OrderCloudEvent | None:

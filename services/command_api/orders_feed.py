@@ -35,7 +35,6 @@ from services.command_api.feed_tokens import (
 )
 from services.command_api.http import ActorDep, reads_of
 from services.command_api.problems import PROBLEM_RESPONSES, ProblemError
-from services.core.events import encode_cloud_event
 from services.core.messages import Actor
 from services.core.statuses import TRANSITIONS, OrderStatus
 
@@ -169,4 +168,4 @@ async def _frames(
 
 
 def _frame(delivery: Delivery) -> str:
-    return f"id: {delivery.resume_at}\ndata: {encode_cloud_event(delivery.event).decode()}\n\n"
+    return f"id: {delivery.resume_at}\ndata: {delivery.data}\n\n"

@@ -331,16 +331,19 @@ def test_many_streams_share_one_kafka_consumer(
     headers = tokens.headers(restaurant)
     streams = 40
 
+    arrived: list[float] = []
+
     async def watch(client: httpx.AsyncClient, opened: asyncio.Queue[None]) -> list[str]:
         url = f"/restaurants/{restaurant}/events/stream"
         async with client.stream("GET", url, headers=headers) as response:
             data: list[str] = []
             async for line in response.aiter_lines():
-                if line.startswith("id:") and not data and opened is not None:
+                if line.startswith("id:") and not data:
                     opened.put_nowait(None)
                 if line.startswith("data:"):
                     data.append(line)
                     if len(data) == 2:
+                        arrived.append(time.monotonic())
                         return data
         return data
 
@@ -354,9 +357,16 @@ def test_many_streams_share_one_kafka_consumer(
             metrics = (await client.get("/metrics")).text
             order_id = await asyncio.to_thread(create, api, headers, restaurant)
             await asyncio.to_thread(move, api, headers, order_id, "accepted")
+            answered.append(time.monotonic())
             return await asyncio.gather(*tasks), metrics
 
+    answered: list[float] = []
     received, metrics = asyncio.run(run())
+    after = sorted(max(0.0, t - answered[0]) * 1000 for t in arrived)
+    print(
+        f"{streams} streams: the PATCH's event reached the first {after[0]:.1f} ms and the last "
+        f"{after[-1]:.1f} ms after its 200 (median {after[len(after) // 2]:.1f} ms)"
+    )
     assert all(len(data) == 2 for data in received)
     assert len({tuple(data) for data in received}) == 1  # every stream got the very same events
     assert _sample(metrics, "orderstatus_api_event_streams") >= streams
