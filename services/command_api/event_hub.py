@@ -188,14 +188,22 @@ class EventHub:
         loop = self._loop
         assert loop is not None
         while self._running.is_set():
-            batch: list[tuple[int, int, OrderCloudEvent | None]] = []
-            for message in poll_batch(self._consumer, 500, 0.1):
-                if message.error() is not None:
-                    continue
-                _topic, partition, offset = position(message)
-                batch.append((partition, offset, _decoded(message.value())))
-            if batch:
-                loop.call_soon_threadsafe(self._dispatch, batch)
+            try:
+                batch = self._next_batch()
+                if batch:
+                    loop.call_soon_threadsafe(self._dispatch, batch)
+            except Exception:  # a broker hiccup must not end every stream of the process
+                log.exception("event hub read failed", extra={"evt": "event_hub_error"})
+                time.sleep(1.0)
+
+    def _next_batch(self) -> list[tuple[int, int, OrderCloudEvent | None]]:
+        batch: list[tuple[int, int, OrderCloudEvent | None]] = []
+        for message in poll_batch(self._consumer, 500, 0.1):
+            if message.error() is not None:
+                continue
+            _topic, partition, offset = position(message)
+            batch.append((partition, offset, _decoded(message.value())))
+        return batch
 
     def _dispatch(self, batch: list[tuple[int, int, OrderCloudEvent | None]]) -> None:
         for partition, offset, event in batch:
