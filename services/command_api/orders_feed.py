@@ -7,16 +7,18 @@
 
 Both read as the caller: the caller must be allowed to act for the restaurant (the policies' own
 rule, checked in PostgreSQL; 403 otherwise), and orders are read under row-level security. A stream
-re-checks that every heartbeat and ends once the caller's access is revoked."""
+re-checks that every heartbeat and ends once the caller's access is revoked or its token expired."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
+import jwt
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -137,12 +139,24 @@ async def event_stream(
             503, "stream-unavailable", "Event stream unavailable", headers={"Retry-After": "2"}
         )
     subscription = hub.subscribe(restaurant_id, floor)
-    frames = _frames(hub, subscription, feed, actor, resumed=floor is not None)
+    ends_at = _token_expiry(request)
+    frames = _frames(hub, subscription, feed, actor, ends_at, resumed=floor is not None)
     return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
+def _token_expiry(request: Request) -> float:
+    """The bearer token's `exp` (already verified by `authenticated`): no stream outlives it."""
+    token = request.headers["authorization"].partition(" ")[2].strip()
+    return float(jwt.decode(token, options={"verify_signature": False})["exp"])
+
+
 async def _frames(
-    hub: EventHub, subscription: Subscription, feed: FeedReads, actor: Actor, resumed: bool
+    hub: EventHub,
+    subscription: Subscription,
+    feed: FeedReads,
+    actor: Actor,
+    ends_at: float,
+    resumed: bool,
 ) -> AsyncIterator[str]:
     heartbeat_s = hub.settings.api_event_stream_heartbeat_s
     try:
@@ -156,8 +170,10 @@ async def _frames(
             try:
                 delivery = await asyncio.wait_for(subscription.queue.get(), heartbeat_s)
             except TimeoutError:
-                if not await feed.may_act_for(subscription.restaurant_id, actor):
-                    return
+                if time.time() >= ends_at or not await feed.may_act_for(
+                    subscription.restaurant_id, actor
+                ):
+                    return  # the client reconnects with a valid token, or is refused
                 # Nothing queued: everything handed out so far has been sent.
                 at = encode_positions(merged(hub.position(), subscription.floor))
                 yield f": keep-alive\nid: {at}\n\n"
