@@ -19,7 +19,12 @@ from jwt.exceptions import PyJWKClientConnectionError
 from pydantic import ValidationError
 
 from services.core.messages import Actor, Role
-from services.core.settings import DEV_JWT_SECRET, Settings
+from services.core.settings import (
+    LOCAL_ENVIRONMENTS,
+    Settings,
+    dev_secret_refusal,
+    is_local_environment,
+)
 
 SYMMETRIC = "HS256"
 ASYMMETRIC = ("RS256", "ES256")
@@ -32,6 +37,10 @@ class InvalidToken(Exception):
     """Deliberately vague: the caller learns only that the token was not accepted."""
 
 
+class InsecureSettings(ValueError):
+    """Settings the API must not run with (services.core.settings.dev_secret_refusal)."""
+
+
 class KeysUnavailable(Exception):
     """The JWKS endpoint could not be reached: not the caller's fault, so not a 401."""
 
@@ -41,9 +50,10 @@ class TokenVerifier:
     unknown `kid` at most once per PyJWKClient cooldown, so random kids cannot flood the issuer)."""
 
     def __init__(self, settings: Settings) -> None:
+        refusal = dev_secret_refusal(settings)
+        if refusal is not None:
+            raise InsecureSettings(refusal)
         secret = settings.jwt_secret.get_secret_value()
-        if settings.environment == "prod" and secret == DEV_JWT_SECRET:
-            raise ValueError("JWT_SECRET is the development secret: refused in prod")
         self._secret = secret or None
         self._jwks = (
             PyJWKClient(settings.jwt_jwks_url, lifespan=JWKS_CACHE_S, timeout=JWKS_TIMEOUT_S)
@@ -112,7 +122,14 @@ def mint_token(
     ttl_seconds: int = 12 * 3600,
 ) -> str:
     """An HS256 token for the local stack and tests. Without `restaurant_ids` the token is not
-    narrowed: staff act for their memberships, a service token for every restaurant."""
+    narrowed: staff act for their memberships, a service token for every restaurant. Only in a
+    local environment (services.core.settings.LOCAL_ENVIRONMENTS): elsewhere tokens come from the
+    real issuer."""
+    if not is_local_environment(settings.environment):
+        raise InsecureSettings(
+            f"tokens are minted only in a local environment "
+            f"({', '.join(sorted(LOCAL_ENVIRONMENTS))}), not ENVIRONMENT={settings.environment!r}"
+        )
     now = int(time.time())
     claims: dict[str, object] = {
         "sub": sub,

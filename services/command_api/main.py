@@ -6,12 +6,15 @@ import uvicorn
 
 from services.command_api.app import create_app
 from services.core.jsonlog import configure_logging
-from services.core.settings import Settings
+from services.core.settings import Settings, dev_secret_refusal
 
 
 def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging("command-api", settings.log_level)
+    refusal = dev_secret_refusal(settings)
+    if refusal is not None:
+        raise SystemExit(f"orderstatus api: refusing to start: {refusal}")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

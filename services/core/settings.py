@@ -11,12 +11,37 @@ from services.core.topics import Topics
 
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
 
+# ---- Where the public dev secret may be used (issue 10): one rule for the API, `token`, doctor ----
+LOCAL_ENVIRONMENTS = frozenset({"dev", "test", "local"})
+"""Environments that are explicitly local: only these accept DEV_JWT_SECRET or mint tokens.
+Exact, lower-case names: anything else (`prod`, `production`, `Prod`, unset) fails closed."""
+
+
+def is_local_environment(environment: str) -> bool:
+    return environment in LOCAL_ENVIRONMENTS
+
+
+def dev_secret_refusal(settings: Settings) -> str | None:
+    """Why these settings must not verify tokens (the public dev secret outside a local
+    environment), or None. The API refuses to start on it and doctor fails on it."""
+    if settings.jwt_secret.get_secret_value() != DEV_JWT_SECRET:
+        return None
+    if is_local_environment(settings.environment):
+        return None
+    return (
+        f"JWT_SECRET is the public development JWT secret and ENVIRONMENT={settings.environment!r} "
+        f"is not a local environment ({', '.join(sorted(LOCAL_ENVIRONMENTS))}): set a real "
+        "JWT_SECRET, or JWT_SECRET= (empty) with JWT_JWKS_URL"
+    )
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     environment: str = Field(
-        "dev", description="dev | test | prod; prod refuses the dev JWT secret"
+        "",
+        description="dev | test | local (local stacks, the dev JWT secret allowed) or anything "
+        "else (prod, staging...: the dev JWT secret refused). Unset is not local.",
     )
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
