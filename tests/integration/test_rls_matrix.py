@@ -20,9 +20,9 @@ import pytest
 from psycopg import sql
 
 from services.core.messages import Actor, Role
+from services.core.migrate import apply_migrations
 from services.core.settings import Settings
 from services.core.tenancy import APP_ROLE, acting_as, grant_staff, revoke_staff
-from services.core.migrate import apply_migrations
 from tests.stack import migrated_database, with_database
 
 OWN = uuid.UUID("00000000-0000-4000-8000-00000000000a")
