@@ -14,10 +14,12 @@ from typing import Any
 from uuid import UUID
 
 import jwt
-from jwt import PyJWK, PyJWKClient
-from jwt.exceptions import PyJWKClientConnectionError
+from jwt import PyJWK
 from pydantic import ValidationError
 
+# KeysUnavailable: no usable key set and the endpoint unreachable; not the caller's fault (503).
+from services.command_api.jwks import JwksKeys, JwksPolicy, UnknownKey
+from services.command_api.jwks import KeysUnavailable as KeysUnavailable
 from services.core.messages import Actor, Role
 from services.core.settings import (
     LOCAL_ENVIRONMENTS,
@@ -29,8 +31,6 @@ from services.core.settings import (
 SYMMETRIC = "HS256"
 ASYMMETRIC = ("RS256", "ES256")
 LEEWAY_S = 5
-JWKS_TIMEOUT_S = 2.0
-JWKS_CACHE_S = 300.0
 
 
 class InvalidToken(Exception):
@@ -41,13 +41,10 @@ class InsecureSettings(ValueError):
     """Settings the API must not run with (services.core.settings.dev_secret_refusal)."""
 
 
-class KeysUnavailable(Exception):
-    """The JWKS endpoint could not be reached: not the caller's fault, so not a 401."""
-
-
 class TokenVerifier:
-    """One per process: holds the JWKS cache (refetched at most every JWKS_CACHE_S, and for an
-    unknown `kid` at most once per PyJWKClient cooldown, so random kids cannot flood the issuer)."""
+    """One per process: holds the JWKS key set (services/command_api/jwks.py: refreshed in the
+    background, served stale during an outage within a bound, unknown kids rate-limited). HS256
+    never touches it."""
 
     def __init__(self, settings: Settings) -> None:
         refusal = dev_secret_refusal(settings)
@@ -55,11 +52,16 @@ class TokenVerifier:
             raise InsecureSettings(refusal)
         secret = settings.jwt_secret.get_secret_value()
         self._secret = secret or None
-        self._jwks = (
-            PyJWKClient(settings.jwt_jwks_url, lifespan=JWKS_CACHE_S, timeout=JWKS_TIMEOUT_S)
-            if settings.jwt_jwks_url
-            else None
-        )
+        self._jwks: JwksKeys | None = None
+        if settings.jwt_jwks_url:
+            policy = JwksPolicy(
+                refresh_s=settings.jwt_jwks_refresh_s,
+                max_stale_s=settings.jwt_jwks_max_stale_s,
+                unknown_kid_cooldown_s=settings.jwt_jwks_unknown_kid_cooldown_s,
+                timeout_s=settings.jwt_jwks_timeout_s,
+            )
+            self._jwks = JwksKeys(settings.jwt_jwks_url, policy)
+            self._jwks.prefetch()
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._required = ["exp", "sub", "role", "aud"] + (["iss"] if self._issuer else [])
@@ -78,8 +80,6 @@ class TokenVerifier:
                 leeway=LEEWAY_S,
             )
             return actor_of(claims)
-        except PyJWKClientConnectionError as exc:
-            raise KeysUnavailable from exc
         except (jwt.PyJWTError, ValidationError, ValueError, TypeError, KeyError) as exc:
             raise InvalidToken from exc
 
@@ -87,11 +87,16 @@ class TokenVerifier:
         """HS256 verifies with the shared secret only; RS256/ES256 with a JWKS key only, whose own
         algorithm must match the header's. `none`, anything else, or a kind of key not configured:
         rejected before any signature check."""
-        algorithm = jwt.get_unverified_header(token).get("alg")
+        header = jwt.get_unverified_header(token)
+        algorithm = header.get("alg")
         if algorithm == SYMMETRIC and self._secret is not None:
             return self._secret, SYMMETRIC
-        if algorithm in ASYMMETRIC and self._jwks is not None:
-            return self._jwks.get_signing_key_from_jwt(token), str(algorithm)
+        kid = header.get("kid")
+        if algorithm in ASYMMETRIC and self._jwks is not None and isinstance(kid, str) and kid:
+            try:
+                return self._jwks.signing_key(kid), str(algorithm)
+            except UnknownKey:
+                raise InvalidToken from None
         raise InvalidToken
 
 
