@@ -99,12 +99,14 @@ class Settings(BaseSettings):
         30.0, gt=0, description="command_outcomes rows older than this are purged"
     )
     retention_refused_days: float = Field(
-        7.0,
+        8.0,
         gt=0,
         description="Outcomes of refused commands (and their widget_events) are purged sooner",
     )
     retention_widget_events_days: float = Field(
-        90.0, gt=0, description="widget_events rows older than this are purged"
+        30.0,
+        gt=0,
+        description="widget_events rows (refused commands' analytics) older than this are purged",
     )
     retention_purge_every_s: float = Field(
         3600.0, gt=0, description="How often the API process runs the purge (0 rows is cheap)"
