@@ -173,3 +173,37 @@ def test_a_flood_of_refused_commands_leaves_rows_the_purge_removes(
             ).fetchone()
             == kept
         )  # applied outcomes are kept longer
+
+
+def test_the_api_process_runs_the_purge_periodically(stack: Stack, log_dir: Path) -> None:
+    old, fresh = uuid.uuid4(), uuid.uuid4()
+    with stack.db() as db:
+        for command_id, age in ((old, "9 days"), (fresh, "2 hours")):
+            db.execute(
+                """INSERT INTO command_outcomes
+                   (command_id, order_id, command_type, outcome, result, created_at)
+                   VALUES (%s, %s, 'change_status', 'forbidden', '{}', now() - %s::interval)""",
+                (command_id, uuid.uuid4(), age),
+            )
+    api = ServiceProcess(
+        "api", stack.settings, log_dir, api_port=free_port(), retention_purge_every_s=0.5
+    ).start()
+    try:
+        deadline = time.monotonic() + BOUND_S
+        while True:
+            with stack.db() as db:
+                left = {
+                    row[0]
+                    for row in db.execute(
+                        "SELECT command_id FROM command_outcomes WHERE command_id = ANY(%s)",
+                        ([old, fresh],),
+                    )
+                }
+            if old not in left:
+                break
+            assert time.monotonic() < deadline, "the API process never purged"
+            time.sleep(0.2)
+    finally:
+        api.terminate()
+    assert left == {fresh}
+    assert '"evt":"retention_purged"' in api.logs()
