@@ -207,3 +207,34 @@ def test_the_api_process_runs_the_purge_periodically(stack: Stack, log_dir: Path
         api.terminate()
     assert left == {fresh}
     assert '"evt":"retention_purged"' in api.logs()
+
+
+def test_beyond_the_concurrency_limit_the_api_answers_503_and_recovers(
+    stack: Stack, log_dir: Path
+) -> None:
+    """API_LIMIT_CONCURRENCY: more open connections than the limit get a fast 503 from uvicorn (no
+    crash, no unbounded queue); once the idle ones are cut off (head timeout) it answers again."""
+    limit = 20
+    api = ServiceProcess(
+        "api",
+        stack.settings,
+        log_dir,
+        api_port=free_port(),
+        api_limit_concurrency=limit,
+        api_header_timeout_s=HEADER_TIMEOUT_S,
+    ).start()
+    port = api.settings.api_port
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(limit + 5)]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            over = client.get("/readyz")
+            deadline = time.monotonic() + BOUND_S
+            while (after := client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, "the API never recovered"
+                time.sleep(0.2)
+    finally:
+        for conn in idle:
+            conn.close()
+        api.terminate()
+    assert over.status_code == 503
+    assert after.status_code == 200
