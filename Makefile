@@ -22,7 +22,10 @@ KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 DATABASE_URL ?= postgresql://orderstatus_app:orderstatus_app@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
 DATABASE_ADMIN_URL ?= postgresql://orderstatus:orderstatus@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
 PROMETHEUS_URL ?= http://127.0.0.1:$(PROMETHEUS_PORT)
-export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL DATABASE_ADMIN_URL PROMETHEUS_URL
+# The local stack is a local environment: the dev JWT secret and `orderstatus token` work only in
+# dev/test/local (an unset ENVIRONMENT refuses them; docs/security.md).
+ENVIRONMENT ?= dev
+export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL DATABASE_ADMIN_URL PROMETHEUS_URL ENVIRONMENT
 
 .PHONY: help install infra migrate up down status test lint chaos bench logs clean dashboards doctor
 

@@ -24,6 +24,7 @@ from services.core.kafka_records import command_record
 from services.core.messages import Actor, CreateOrder, Role
 from services.core.settings import Settings
 from tests.stack import ServiceProcess, free_port, isolated_settings, with_database
+from tests.tools import require
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
@@ -50,7 +51,7 @@ def prometheus_config(api_port: int, worker_port: int) -> dict[str, Any]:
 @contextmanager
 def private_prometheus(workdir: Path, api_port: int, worker_port: int) -> Iterator[str]:
     """Prometheus on a free loopback port; yields its URL."""
-    assert PROMETHEUS is not None
+    prometheus = require(PROMETHEUS, "prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     config.write_text(yaml.safe_dump(prometheus_config(api_port, worker_port)))
@@ -58,7 +59,7 @@ def private_prometheus(workdir: Path, api_port: int, worker_port: int) -> Iterat
     log = (workdir / "prometheus.log").open("ab")
     process = subprocess.Popen(
         [
-            PROMETHEUS,
+            prometheus,
             f"--config.file={config}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",

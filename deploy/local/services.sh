@@ -15,6 +15,8 @@ API_PORT="${API_PORT:-8000}"
 WORKER_METRICS_PORT="${WORKER_METRICS_PORT:-9101}"
 SERVICES_START_TIMEOUT="${SERVICES_START_TIMEOUT:-60}"
 CLI="$REPO_ROOT/.venv/bin/orderstatus"
+# A local stack: the dev JWT secret is allowed only where ENVIRONMENT says so (docs/security.md).
+export ENVIRONMENT="${ENVIRONMENT:-dev}"
 
 ready_url() {
   case $1 in
