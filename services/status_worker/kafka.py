@@ -43,8 +43,11 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "session.timeout.ms": settings.worker_session_timeout_ms,
         "heartbeat.interval.ms": max(1000, settings.worker_session_timeout_ms // 3),
-        "fetch.wait.max.ms": 100,
+        "fetch.wait.max.ms": settings.worker_fetch_wait_max_ms,
         "client.id": f"status-worker-{settings.worker_id}",
+        # The per-batch check of the committed offsets waits for stable offsets and retries with
+        # this backoff while the previous transaction's commit is being completed.
+        **retry_backoff(settings),
     }
     if settings.worker_static_membership:
         # A restarted worker (same WORKER_ID) takes its partitions back at once, with no rebalance.
@@ -63,6 +66,17 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": 1,
         "client.id": f"status-worker-{settings.worker_id}",
+        # The coordinator answers CONCURRENT_TRANSACTIONS to a new transaction while the
+        # previous one's markers are written: each such answer costs one retry backoff.
+        **retry_backoff(settings),
+    }
+
+
+def retry_backoff(settings: Settings) -> dict[str, Any]:
+    backoff = settings.worker_kafka_retry_backoff_ms
+    return {
+        "retry.backoff.ms": backoff,
+        "retry.backoff.max.ms": max(backoff, settings.worker_kafka_retry_backoff_max_ms),
     }
 
 
