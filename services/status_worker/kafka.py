@@ -27,6 +27,8 @@ class OutRecord:
     key: bytes
     value: bytes
     headers: Headers
+    partition: int | None = None
+    """None: the producer's partitioner (by key) chooses."""
 
 
 class TransactionAborted(Exception):
@@ -143,12 +145,12 @@ class TransactionalPublisher:
         finally:
             watchdog.cancel()
 
-    def publish(
-        self,
-        records: Sequence[OutRecord],
-        offsets: list[TopicPartition],
-        before_commit: Callable[[], None] | None = None,
-    ) -> None:
+    def partitions_of(self, topic: str) -> int:
+        """How many partitions `topic` has (0 when the broker does not say)."""
+        metadata = self.producer.list_topics(topic, timeout=self.timeout).topics.get(topic)
+        return len(metadata.partitions) if metadata is not None and metadata.error is None else 0
+
+    def publish(self, records: Sequence[OutRecord], offsets: list[TopicPartition]) -> None:
         """Publishes `records` and commits `offsets` atomically, or raises TransactionAborted."""
         try:
             self.producer.begin_transaction()
@@ -160,8 +162,7 @@ class TransactionalPublisher:
                     offsets, self.consumer.consumer_group_metadata(), self.timeout
                 ),
             )
-            if before_commit is not None:
-                before_commit()
+            self._before_commit()
             self._retrying(
                 lambda: self._bounded(
                     "commit_transaction", lambda: self.producer.commit_transaction(self.timeout)
@@ -178,12 +179,27 @@ class TransactionalPublisher:
             self._abort()
             raise TransactionAborted(str(error)) from exc
 
+    def _before_commit(self) -> None:
+        """Nothing: the place where tests inject faults (services/status_worker/faults.py)."""
+
     def _produce(self, record: OutRecord) -> None:
         while True:
             try:
-                self.producer.produce(
-                    record.topic, key=record.key, value=record.value, headers=list(record.headers)
-                )
+                if record.partition is None:
+                    self.producer.produce(
+                        record.topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=list(record.headers),
+                    )
+                else:
+                    self.producer.produce(
+                        record.topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=list(record.headers),
+                        partition=record.partition,
+                    )
                 return
             except BufferError:
                 self.producer.poll(0.05)

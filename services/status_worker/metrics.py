@@ -15,7 +15,7 @@ from services.core.messages import Outcome
 from services.core.settings import Settings
 from services.observability import sentry
 from services.observability.kafka_lag import group_lag, offsets_reader
-from services.status_worker.db import Incoming, Processed
+from services.status_worker.batch import Finished
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +120,15 @@ class LagMonitor:
 
 
 def trace_batch(
-    messages: Sequence[Message],
-    finished: Sequence[tuple[Incoming, Processed, bool]],
-    started: datetime,
+    messages: Sequence[Message], finished: Sequence[Finished], started: datetime
 ) -> None:
     """One Sentry transaction per processed command, continuing the trace of the API request that
     sent it (its Kafka headers). No-op without SENTRY_DSN."""
     if not sentry.active():
         return
     headers = {(m.partition(), m.offset()): m.headers() for m in messages}
-    for item, processed, duplicate in finished:
-        result = processed.result
+    for done in finished:
+        item, result = done.incoming, done.processed.result
         sentry.trace_command(
             headers.get((item.partition, item.offset)),
             started=started,
@@ -140,7 +138,7 @@ def trace_batch(
                 "command_id": str(result.command_id),
                 "order_id": str(result.order_id),
                 "outcome": result.outcome.value,
-                "duplicate": duplicate,
+                "duplicate": done.duplicate,
                 "partition": item.partition,
                 "offset": item.offset,
             },
