@@ -16,6 +16,10 @@ SELECT id, restaurant_id, status, version, updated_at FROM orders WHERE id = %(o
 # Whether a hidden order exists at all: 403 rather than 404 (a SECURITY DEFINER function).
 ORDER_EXISTS: LiteralString = "SELECT public.order_exists(%(order_id)s) AS order_exists"
 
+# As the caller: the expression of the orders insert policy (migration 0002), so a create the
+# policy would refuse is `forbidden` without a savepoint per create.
+MAY_ACT_FOR: LiteralString = "SELECT public.caller_may_act_for(%(restaurant_id)s) AS may_act"
+
 INSERT_ORDER: LiteralString = """
 INSERT INTO orders (id, restaurant_id, status, version, created_at, updated_at)
 VALUES (%(order_id)s, %(restaurant_id)s, %(status)s, %(version)s, %(now)s, %(now)s)

@@ -3,6 +3,8 @@ dead-letter guard's trips. Named queries (queries.py); rows read by column name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 from uuid import UUID
@@ -18,6 +20,15 @@ from services.core.results import restaurant_of
 from services.core.statuses import OrderStatus
 from services.status_worker import queries
 from services.status_worker.batch import DeadLetter, Incoming, Processed
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """An order as the caller sees it, and whether the caller may create one for the restaurant
+    a create names (False for changes)."""
+
+    lookup: Lookup
+    may_create: bool
 
 
 class Repository:
@@ -41,21 +52,33 @@ class Repository:
             for row in self._rows(queries.STORED_OUTCOMES, {"ids": ids})
         }
 
-    def lookup(self, order_id: UUID) -> Lookup:
+    def lookup(self, order_id: UUID, creating_for: UUID | None = None) -> Sighting:
         """What the caller's policies let it see: the order, HIDDEN (exists, not the caller's), or
-        None. An UPDATE of a hidden row would silently match nothing, so the two are told apart."""
-        rows = self._rows(queries.LOCK_ORDER, {"order_id": order_id})
+        None. An UPDATE of a hidden row would silently match nothing, so the two are told apart.
+        With `creating_for`, also whether the insert policy lets the caller create an order for
+        that restaurant. The queries travel together: one round trip in pipeline mode."""
+        cursor = self.conn.cursor(row_factory=dict_row)
+        locked = cursor.execute(queries.LOCK_ORDER, {"order_id": order_id})
+        exists = self.conn.cursor(row_factory=dict_row)
+        exists.execute(queries.ORDER_EXISTS, {"order_id": order_id})
+        allowed = None
+        if creating_for is not None:
+            allowed = self.conn.cursor(row_factory=dict_row)
+            allowed.execute(queries.MAY_ACT_FOR, {"restaurant_id": creating_for})
+        rows = locked.fetchall()
+        found = exists.fetchall()
+        may_create = bool(allowed.fetchall()[0]["may_act"]) if allowed is not None else False
         if rows:
             row = rows[0]
-            return OrderState(
+            state = OrderState(
                 row["id"],
                 row["restaurant_id"],
                 OrderStatus(row["status"]),
                 row["version"],
                 row["updated_at"],
             )
-        exists = self._rows(queries.ORDER_EXISTS, {"order_id": order_id})
-        return HIDDEN if exists and exists[0]["order_exists"] else None
+            return Sighting(state, may_create)
+        return Sighting(HIDDEN if found and found[0]["order_exists"] else None, may_create)
 
     def insert_order(self, order: OrderState, now: datetime) -> None:
         self.conn.execute(
@@ -69,8 +92,9 @@ class Repository:
             },
         )
 
-    def update_status(self, order: OrderState, now: datetime) -> int:
-        """Moves the order to `order`'s status and version; the number of rows it matched."""
+    def update_status(self, order: OrderState, now: datetime) -> Callable[[], int]:
+        """Moves the order to `order`'s status and version; returns how to count the rows it
+        matched (in pipeline mode, counting waits for the result: call it after a sync)."""
         updated = self.conn.execute(
             queries.UPDATE_ORDER_STATUS,
             {
@@ -81,7 +105,7 @@ class Repository:
                 "now": now,
             },
         )
-        return len(updated.fetchall())  # RETURNING: a row count that pipeline mode also gives
+        return lambda: len(updated.fetchall())  # RETURNING: a count pipeline mode also gives
 
     def insert_status_event(self, command: ChangeStatus, decision: Decision, now: datetime) -> None:
         order, change = decision.order, decision.change

@@ -109,6 +109,15 @@ def test_a_batch_applies_in_order_and_records_each_outcome_in_the_inbox() -> Non
     assert repository.analytics == ["order_status_conflict"]
 
 
+@pytest.mark.parametrize("isolate", [False, True])
+def test_a_create_the_insert_policy_refuses_is_forbidden(isolate: bool) -> None:
+    repository = FakeRepository(forbidden={RESTAURANT})
+    [done] = run_batch(repository, [message_of(create(), 0)], isolate=isolate)
+    assert isinstance(done, Finished)
+    assert done.processed.result.outcome is Outcome.FORBIDDEN
+    assert repository.orders == {}
+
+
 def test_a_redelivered_command_is_answered_from_the_inbox_as_a_duplicate() -> None:
     repository = FakeRepository()
     command = create()

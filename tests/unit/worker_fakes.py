@@ -4,7 +4,7 @@ work over dicts, a publisher that records transactions. For tests of pure step l
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,9 +12,10 @@ from uuid import UUID
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from services.core.decision import Decision, Lookup, OrderState
+from services.core.decision import Decision, OrderState
 from services.core.messages import Actor, ChangeStatus, CreateOrder
 from services.status_worker.batch import DeadLetter, Incoming, Processed
+from services.status_worker.repository import Sighting
 
 
 class FakeConsumer:
@@ -66,19 +67,21 @@ class FakeRepository:
     events: list[tuple[UUID, int]] = field(default_factory=list)
     analytics: list[str] = field(default_factory=list)
     refuse: set[UUID] = field(default_factory=set)
+    forbidden: set[UUID | None] = field(default_factory=set)
+    """Restaurants the caller may not create orders for."""
 
     def stored_outcomes(self, ids: list[UUID]) -> dict[UUID, Processed]:
         return {i: self.inbox[i] for i in ids if i in self.inbox}
 
-    def lookup(self, order_id: UUID) -> Lookup:
-        return self.orders.get(order_id)
+    def lookup(self, order_id: UUID, creating_for: UUID | None = None) -> Sighting:
+        return Sighting(self.orders.get(order_id), creating_for not in self.forbidden)
 
     def insert_order(self, order: OrderState, now: datetime) -> None:
         self.orders[order.order_id] = order
 
-    def update_status(self, order: OrderState, now: datetime) -> int:
+    def update_status(self, order: OrderState, now: datetime) -> Callable[[], int]:
         self.orders[order.order_id] = order
-        return 1
+        return lambda: 1
 
     def insert_status_event(self, command: ChangeStatus, decision: Decision, now: datetime) -> None:
         if command.command_id in self.refuse:
@@ -138,7 +141,11 @@ class FakeUnitOfWork:
 
 
 def _copy(repository: FakeRepository) -> dict[str, Any]:
-    return {name: value.copy() for name, value in vars(repository).items() if name != "refuse"}
+    return {
+        name: value.copy()
+        for name, value in vars(repository).items()
+        if name not in ("refuse", "forbidden")
+    }
 
 
 def _restore(repository: FakeRepository, snapshot: dict[str, Any]) -> None:
