@@ -1,24 +1,41 @@
 """The worker's loop, a chain of small steps: poll a batch (source) -> decode -> apply in PostgreSQL
 -> settle and build the outputs (pure) -> guard -> publish outcomes and commit offsets in one Kafka
-transaction -> report. Any failure rewinds the batch; the inbox makes the redo change nothing
-twice. The steps are built and wired in main.py."""
+transaction -> report. Pipelined: batch N's Kafka transaction runs on the publisher's thread while
+batch N+1 is applied in PostgreSQL; N+1's transaction starts only once N's has committed, so
+per-partition order holds and no offset is committed before an earlier batch's. Any failure
+rewinds the batches not yet committed; the inbox makes the redo change nothing twice. The steps are
+built and wired in main.py."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import Message
 
 from services.status_worker import metrics
+from services.status_worker.batch import Settled
 from services.status_worker.decode import decode
 from services.status_worker.guards import DeadLetterRatioExceeded
 from services.status_worker.outputs import Destinations, outputs_for, settle
 from services.status_worker.report import report_batch
 from services.status_worker.source import CommandSource
 from services.status_worker.steps import Apply, ApplyStep, GuardStep, Publish
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A batch whose Kafka transaction is under way on the publisher's thread."""
+
+    messages: Sequence[Message]
+    settled: list[Settled]
+    polled_at: datetime
+    submitted_at: float
+    published: Future[bool]
 
 
 class StatusWorker:
@@ -40,14 +57,23 @@ class StatusWorker:
         self.publish = publish
         self.destinations = destinations
         self.stop = stop
+        self.in_flight: InFlight | None = None
+        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="kafka-transaction")
+        source.before_revoke = self.settle_before_revoke
 
     def run(self) -> None:
         self.guard.ensure_not_tripped(self.stop)
         self.source.subscribe()
-        while not self.stop.is_set():
-            messages = self.source.poll()
-            if messages:
-                self.process(messages)
+        try:
+            while not self.stop.is_set():
+                messages = self.source.poll(wait=self.in_flight is None)
+                if messages:
+                    self.process(messages)
+                else:
+                    self.finish()
+            self.finish()
+        finally:
+            self._publisher.shutdown(wait=True)
 
     def process(self, messages: Sequence[Message]) -> None:
         now = datetime.now(UTC)
@@ -55,21 +81,45 @@ class StatusWorker:
         started = time.perf_counter()
         processed = self.apply(decoded, now)
         if processed is None:
-            self.source.rewind(messages)
+            self.source.rewind([*self.settle_in_flight(), *messages])
             self.source.paused(self.database.backoff, self.database.database_ready, self.stop)
             return
-        applied_at = time.perf_counter()
-        metrics.DB_SECONDS.observe(applied_at - started)
+        metrics.DB_SECONDS.observe(time.perf_counter() - started)
         settled = settle(messages, decoded, processed)
         try:
             self.guard.check(settled)
         except DeadLetterRatioExceeded:
             # Divert nothing more: leave this batch uncommitted and stop for a person to look.
-            self.source.rewind(messages)
+            self.source.rewind([*self.settle_in_flight(), *messages])
             raise
-        if not self.publish(outputs_for(settled, self.destinations), messages):
-            metrics.TRANSACTION_ABORTS.inc()
-            self.source.rewind(messages)
+        records = outputs_for(settled, self.destinations)
+        failed = self.settle_in_flight()
+        if failed:  # redo the earlier batch, then this one, in order
+            self.source.rewind([*failed, *messages])
             return
-        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - applied_at)
-        report_batch(messages, settled, now, datetime.now(UTC))
+        submitted = self._publisher.submit(self.publish, records, messages)
+        self.in_flight = InFlight(messages, settled, now, time.perf_counter(), submitted)
+
+    def finish(self) -> None:
+        """Settles the batch in flight; rewinds it when its transaction failed."""
+        failed = self.settle_in_flight()
+        if failed:
+            self.source.rewind(failed)
+
+    def settle_in_flight(self) -> Sequence[Message]:
+        """Waits for the batch in flight and reports it; when its transaction failed, its messages,
+        for the caller to rewind (with any later batch, so a partition goes back to the earliest)."""
+        batch, self.in_flight = self.in_flight, None
+        if batch is None:
+            return []
+        if not batch.published.result():
+            metrics.TRANSACTION_ABORTS.inc()
+            return batch.messages
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - batch.submitted_at)
+        report_batch(batch.messages, batch.settled, batch.polled_at, datetime.now(UTC))
+        return []
+
+    def settle_before_revoke(self) -> None:
+        """A partition changes hands only between transactions. A failed one needs no rewind: the
+        next owner of its partitions starts at their committed offsets."""
+        self.settle_in_flight()

@@ -31,13 +31,16 @@ class CommandSource:
         self.topic = topic
         self.batch_max = batch_max
         self.assigned: set[tuple[str, int]] = set()
+        self.before_revoke: Callable[[], None] = lambda: None
+        """Called before partitions are taken away: the pipeline settles its batch in flight."""
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
             [self.topic], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_revoke
         )
 
-    # Rebalance callbacks: processing happens between polls, so no batch is ever in flight here.
+    # Rebalance callbacks: processing happens between polls, and a batch whose transaction is in
+    # flight is settled first (before_revoke), so partitions change hands between transactions.
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = {(tp.topic, tp.partition) for tp in partitions}
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
@@ -47,6 +50,7 @@ class CommandSource:
         )
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.before_revoke()
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
         log.info(
@@ -57,9 +61,10 @@ class CommandSource:
             },
         )
 
-    def poll(self) -> list[Message]:
-        """The next batch: what is already fetched, or what arrives within the poll timeout."""
-        messages = poll_batch(self.consumer, self.batch_max, POLL_TIMEOUT_S)
+    def poll(self, wait: bool = True) -> list[Message]:
+        """The next batch: what is already fetched, or (with `wait`) what arrives within the poll
+        timeout."""
+        messages = poll_batch(self.consumer, self.batch_max, POLL_TIMEOUT_S if wait else 0)
         return [m for m in messages if self._usable(m)]
 
     def _usable(self, message: Message) -> bool:

@@ -378,9 +378,9 @@ def test_the_pipeline_publishes_a_batch_and_commits_after_its_last_offset() -> N
     repository, publisher = FakeRepository(), FakePublisher()
     consumer = FakeConsumer(committed={(TOPIC, 0): 2})
     first = create()
-    pipeline(repository, publisher, consumer, FakeTrips()).process(
-        [message_of(first, 0), message_of(change(first.order_id), 1)]
-    )
+    worker = pipeline(repository, publisher, consumer, FakeTrips())
+    worker.process([message_of(first, 0), message_of(change(first.order_id), 1)])
+    worker.finish()
     [(records, offsets)] = publisher.transactions
     assert offsets == [(0, 2)]
     assert [r.topic for r in records] == [TOPICS.results, TOPICS.events] * 2
@@ -391,6 +391,7 @@ def test_the_pipeline_rewinds_a_batch_whose_transaction_aborted() -> None:
     consumer = FakeConsumer()
     worker = pipeline(FakeRepository(), FakePublisher(aborts=True), consumer, FakeTrips())
     worker.process([message_of(create(), 4), message_of(create(), 5)])
+    worker.finish()
     assert consumer.seeks == [(TOPIC, 0, 4)]
 
 
@@ -401,3 +402,26 @@ def test_the_pipeline_rewinds_and_stops_when_the_guard_trips() -> None:
         worker.process([message_of(None, i) for i in range(10)])
     assert consumer.seeks == [(TOPIC, 0, 0)]
     assert publisher.transactions == [] and trips.trip is not None
+
+
+def test_the_next_batch_is_applied_while_the_last_one_publishes_and_published_after_it() -> None:
+    consumer, publisher = FakeConsumer(), FakePublisher()
+    worker = pipeline(FakeRepository(), publisher, consumer, FakeTrips())
+    first, second = create(), create()
+    consumer.committed_offsets[(TOPIC, 0)] = 2
+    worker.process([message_of(first, 0)])
+    worker.process([message_of(second, 1)])  # applied while the first is in flight
+    worker.finish()
+    assert [offsets for _, offsets in publisher.transactions] == [[(0, 1)], [(0, 2)]]
+    assert consumer.seeks == []
+
+
+def test_when_a_transaction_fails_the_batch_after_it_is_redone_after_it() -> None:
+    """Both batches go back to the earliest offset of each partition: none is skipped."""
+    consumer = FakeConsumer()
+    publisher = FakePublisher(aborts=True)
+    worker = pipeline(FakeRepository(), publisher, consumer, FakeTrips())
+    worker.process([message_of(create(), 10), message_of(create(), 11)])
+    worker.process([message_of(create(), 12), message_of(create(), 3, partition=1)])
+    assert sorted(consumer.seeks) == [(TOPIC, 0, 10)]  # partition 1 is not this worker's
+    assert publisher.transactions == []
