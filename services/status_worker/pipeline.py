@@ -34,7 +34,6 @@ class InFlight:
     messages: Sequence[Message]
     settled: list[Settled]
     polled_at: datetime
-    submitted_at: float
     published: Future[bool]
 
 
@@ -98,7 +97,7 @@ class StatusWorker:
             self.source.rewind([*failed, *messages])
             return
         submitted = self._publisher.submit(self.publish, records, messages)
-        self.in_flight = InFlight(messages, settled, now, time.perf_counter(), submitted)
+        self.in_flight = InFlight(messages, settled, now, submitted)
 
     def finish(self) -> None:
         """Settles the batch in flight; rewinds it when its transaction failed."""
@@ -115,7 +114,6 @@ class StatusWorker:
         if not batch.published.result():
             metrics.TRANSACTION_ABORTS.inc()
             return batch.messages
-        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - batch.submitted_at)
         report_batch(batch.messages, batch.settled, batch.polled_at, datetime.now(UTC))
         return []
 

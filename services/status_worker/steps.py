@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
@@ -109,11 +110,15 @@ class PublishStep:
         self.source = source
 
     def __call__(self, records: Sequence[OutRecord], messages: Sequence[Message]) -> bool:
+        started = time.perf_counter()
         try:
             self.publisher.publish(records, next_offsets(messages))
         except TransactionAborted:
             return False
-        return self.source.commit_took_effect(messages)
+        took_effect = self.source.commit_took_effect(messages)
+        if took_effect:
+            metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        return took_effect
 
 
 class TripStore(Protocol):
