@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 from services.core.jsonlog import configure_logging
 from services.core.kafka_admin import ensure_topics
 from services.core.settings import Settings
+from services.observability.kafka_lag import offsets_reader
 from services.observability.sentry import init_sentry
 from services.status_worker import faults, metrics
 from services.status_worker.db import WorkerDatabase
@@ -99,7 +100,7 @@ def run(settings: Settings | None = None) -> None:
     log.info(
         "status worker started", extra={"evt": "worker_started", "worker_id": settings.worker_id}
     )
-    lag_monitor = metrics.LagMonitor(settings, lambda: source.assigned)
+    lag_monitor = metrics.LagMonitor(settings, lambda: source.assigned, offsets_reader(settings))
     lag_monitor.start()
     try:
         _run_until_stopped(worker)

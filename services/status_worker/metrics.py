@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.core.messages import Outcome
 from services.core.settings import Settings
 from services.observability import sentry
-from services.observability.kafka_lag import group_lag, offsets_reader
+from services.observability.kafka_lag import group_lag
 from services.status_worker.batch import Finished
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,15 @@ class LagMonitor:
     its own with its own consumer, so a slow broker never delays the processing loop."""
 
     def __init__(
-        self, settings: Settings, assigned: Callable[[], Iterable[tuple[str, int]]]
+        self,
+        settings: Settings,
+        assigned: Callable[[], Iterable[tuple[str, int]]],
+        reader: Consumer,
     ) -> None:
         self.settings = settings
         self.assigned = assigned
+        self.reader = reader
+        """Reads the group's committed offsets without joining it; built by main.py, closed here."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lag-monitor", daemon=True)
 
@@ -98,7 +103,7 @@ class LagMonitor:
         self._thread.join(10)
 
     def _run(self) -> None:
-        reader = offsets_reader(self.settings)
+        reader = self.reader
         topic = self.settings.topics.commands
         try:
             while not self._stop.wait(self.settings.worker_lag_interval_s):
