@@ -8,12 +8,21 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from services.cli import access, events, messages, ops, processes, retention, traffic
+from services.cli import access, events, messages, ops, processes, retention, traffic, worker_ops
 from services.core.settings import Settings
 
 Command = Callable[[Settings, argparse.Namespace], int | None]
 
-GROUPS: tuple[ModuleType, ...] = (access, processes, traffic, messages, events, ops, retention)
+GROUPS: tuple[ModuleType, ...] = (
+    access,
+    processes,
+    worker_ops,
+    traffic,
+    messages,
+    events,
+    ops,
+    retention,
+)
 """Command groups, in the order `orderstatus --help` lists them."""
 
 

@@ -135,6 +135,19 @@ class Settings(BaseSettings):
     worker_static_membership: bool = True
     worker_session_timeout_ms: int = 10_000
     worker_transaction_timeout_ms: int = 10_000
+    worker_kafka_retry_backoff_ms: int = Field(
+        5,
+        ge=1,
+        description="retry.backoff.ms of the worker's producer and consumer: how long librdkafka "
+        "waits before retrying, e.g. after CONCURRENT_TRANSACTIONS while the previous "
+        "transaction's markers are written (librdkafka's default of 100 ms costs every batch)",
+    )
+    worker_kafka_retry_backoff_max_ms: int = Field(
+        100, ge=1, description="retry.backoff.max.ms: the cap of the exponential retry backoff"
+    )
+    worker_fetch_wait_max_ms: int = Field(
+        100, ge=0, description="fetch.wait.max.ms of the worker's consumer (idle polling)"
+    )
     worker_dead_letter_window: int = Field(
         200, description="Messages the dead-letter guard looks back over"
     )

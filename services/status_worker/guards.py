@@ -37,3 +37,8 @@ class DeadLetterGuard:
 
 class DeadLetterRatioExceeded(RuntimeError):
     """Raised to stop the worker; its partitions stay where they are until someone looks."""
+
+
+class DeadLetterGuardStillTripped(DeadLetterRatioExceeded):
+    """Raised at start-up while an earlier trip stands (until `orderstatus worker-ops
+    reset-guard`): a restart policy must not restart the worker into the next window."""

@@ -27,6 +27,8 @@ class OutRecord:
     key: bytes
     value: bytes
     headers: Headers
+    partition: int | None = None
+    """None: the producer's partitioner (by key) chooses."""
 
 
 class TransactionAborted(Exception):
@@ -43,8 +45,11 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "session.timeout.ms": settings.worker_session_timeout_ms,
         "heartbeat.interval.ms": max(1000, settings.worker_session_timeout_ms // 3),
-        "fetch.wait.max.ms": 100,
+        "fetch.wait.max.ms": settings.worker_fetch_wait_max_ms,
         "client.id": f"status-worker-{settings.worker_id}",
+        # The per-batch check of the committed offsets waits for stable offsets and retries with
+        # this backoff while the previous transaction's commit is being completed.
+        **retry_backoff(settings),
     }
     if settings.worker_static_membership:
         # A restarted worker (same WORKER_ID) takes its partitions back at once, with no rebalance.
@@ -63,6 +68,19 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": 1,
         "client.id": f"status-worker-{settings.worker_id}",
+        # The coordinator answers CONCURRENT_TRANSACTIONS to a new transaction while the
+        # previous one's markers are written: each such answer costs one retry backoff.
+        **retry_backoff(settings),
+    }
+
+
+def retry_backoff(settings: Settings) -> dict[str, Any]:
+    """The retry backoff of both clients. (socket.nagle.disable was measured too: no difference
+    for the worker, whose transaction is a chain of request-response calls.)"""
+    backoff = settings.worker_kafka_retry_backoff_ms
+    return {
+        "retry.backoff.ms": backoff,
+        "retry.backoff.max.ms": max(backoff, settings.worker_kafka_retry_backoff_max_ms),
     }
 
 
@@ -129,12 +147,12 @@ class TransactionalPublisher:
         finally:
             watchdog.cancel()
 
-    def publish(
-        self,
-        records: Sequence[OutRecord],
-        offsets: list[TopicPartition],
-        before_commit: Callable[[], None] | None = None,
-    ) -> None:
+    def partitions_of(self, topic: str) -> int:
+        """How many partitions `topic` has (0 when the broker does not say)."""
+        metadata = self.producer.list_topics(topic, timeout=self.timeout).topics.get(topic)
+        return len(metadata.partitions) if metadata is not None and metadata.error is None else 0
+
+    def publish(self, records: Sequence[OutRecord], offsets: list[TopicPartition]) -> None:
         """Publishes `records` and commits `offsets` atomically, or raises TransactionAborted."""
         try:
             self.producer.begin_transaction()
@@ -146,8 +164,7 @@ class TransactionalPublisher:
                     offsets, self.consumer.consumer_group_metadata(), self.timeout
                 ),
             )
-            if before_commit is not None:
-                before_commit()
+            self._before_commit()
             self._retrying(
                 lambda: self._bounded(
                     "commit_transaction", lambda: self.producer.commit_transaction(self.timeout)
@@ -164,12 +181,27 @@ class TransactionalPublisher:
             self._abort()
             raise TransactionAborted(str(error)) from exc
 
+    def _before_commit(self) -> None:
+        """Nothing: the place where tests inject faults (services/status_worker/faults.py)."""
+
     def _produce(self, record: OutRecord) -> None:
         while True:
             try:
-                self.producer.produce(
-                    record.topic, key=record.key, value=record.value, headers=list(record.headers)
-                )
+                if record.partition is None:
+                    self.producer.produce(
+                        record.topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=list(record.headers),
+                    )
+                else:
+                    self.producer.produce(
+                        record.topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=list(record.headers),
+                        partition=record.partition,
+                    )
                 return
             except BufferError:
                 self.producer.poll(0.05)

@@ -1,4 +1,5 @@
-"""Wiring of the status worker process: `orderstatus worker`."""
+"""Wiring of the status worker process: `orderstatus worker`. The composition root: every Kafka
+client, the database and the steps are built here and injected."""
 
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ from prometheus_client import start_http_server
 from services.core.jsonlog import configure_logging
 from services.core.kafka_admin import ensure_topics
 from services.core.settings import Settings
+from services.observability.kafka_lag import offsets_reader
 from services.observability.sentry import init_sentry
-from services.status_worker import metrics
+from services.status_worker import faults, metrics
 from services.status_worker.db import WorkerDatabase
-from services.status_worker.guards import DeadLetterRatioExceeded
+from services.status_worker.guards import (
+    DeadLetterGuard,
+    DeadLetterGuardStillTripped,
+    DeadLetterRatioExceeded,
+)
 from services.status_worker.kafka import (
     RESTART_EXIT_CODE,
     STUCK_GRACE_S,
@@ -25,9 +31,50 @@ from services.status_worker.kafka import (
     consumer_config,
     producer_config,
 )
+from services.status_worker.outputs import Destinations
 from services.status_worker.pipeline import StatusWorker
+from services.status_worker.source import CommandSource, RewindFailed
+from services.status_worker.steps import Apply, ApplyStep, GuardStep, Publish, PublishStep
 
 log = logging.getLogger(__name__)
+
+GUARD_EXIT_CODE = 3
+
+
+def build_worker(
+    settings: Settings,
+    consumer: Consumer,
+    producer: Producer,
+    database: WorkerDatabase,
+    stop: threading.Event,
+) -> tuple[StatusWorker, CommandSource]:
+    """The pipeline over the given clients; with WORKER_FAULT set, its test faults wrapped in."""
+    plan = faults.FaultPlan(settings) if settings.worker_fault else None
+    publisher_type = faults.FaultyPublisher if plan else TransactionalPublisher
+    publisher = publisher_type(
+        producer,
+        consumer,
+        # Past transaction.timeout.ms the coordinator aborts the transaction anyway: a call still
+        # blocked a little later is stuck, not slow.
+        stuck_after_s=settings.worker_transaction_timeout_ms / 1000 + STUCK_GRACE_S,
+    )
+    if isinstance(publisher, faults.FaultyPublisher) and plan:
+        publisher.plan = plan
+    publisher.init()
+    source = CommandSource(consumer, settings.topics.commands, settings.worker_batch_max)
+    database_step = ApplyStep(database)
+    apply: Apply = database_step
+    publish: Publish = PublishStep(publisher, source)
+    if plan:
+        apply, publish = faults.FaultyApply(apply, plan), faults.FaultyPublish(publish, plan)
+    guard = GuardStep(
+        DeadLetterGuard(settings.worker_dead_letter_window, settings.worker_dead_letter_max_ratio),
+        database.guard_trips(settings.worker_group_id, settings.worker_id),
+    )
+    results = settings.topics.results
+    destinations = Destinations(settings.topics, publisher.partitions_of(results))
+    worker = StatusWorker(source, apply, database_step, guard, publish, destinations, stop)
+    return worker, source
 
 
 def run(settings: Settings | None = None) -> None:
@@ -48,34 +95,15 @@ def run(settings: Settings | None = None) -> None:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     consumer = Consumer(consumer_config(settings))
     producer = Producer(producer_config(settings))
-    publisher = TransactionalPublisher(
-        producer,
-        consumer,
-        # Past transaction.timeout.ms the coordinator aborts the transaction anyway: a call still
-        # blocked a little later is stuck, not slow.
-        stuck_after_s=settings.worker_transaction_timeout_ms / 1000 + STUCK_GRACE_S,
-    )
-    publisher.init()
     database = WorkerDatabase(settings.database_url)
-    worker = StatusWorker(settings, consumer, publisher, database, stop)
+    worker, source = build_worker(settings, consumer, producer, database, stop)
     log.info(
         "status worker started", extra={"evt": "worker_started", "worker_id": settings.worker_id}
     )
-    lag_monitor = metrics.LagMonitor(settings, lambda: worker.assigned)
+    lag_monitor = metrics.LagMonitor(settings, lambda: source.assigned, offsets_reader(settings))
     lag_monitor.start()
     try:
-        worker.run()
-    except DeadLetterRatioExceeded as exc:
-        log.critical(str(exc), extra={"evt": "dead_letter_guard_tripped"})
-        raise SystemExit(3) from exc
-    except KafkaException as exc:
-        # A fatal client state (e.g. INVALID_TXN_STATE after a broker restart) cannot be repaired
-        # in place; a restarted worker fences it, and the inbox makes the redone batch harmless.
-        log.critical(
-            "fatal Kafka error: exiting for a restart",
-            extra={"evt": "kafka_fatal_error", "error": str(exc.args[0])},
-        )
-        raise SystemExit(RESTART_EXIT_CODE) from exc
+        _run_until_stopped(worker)
     finally:
         # Leaving the group hands our partitions over at once; every finished batch is committed.
         lag_monitor.stop()
@@ -84,3 +112,26 @@ def run(settings: Settings | None = None) -> None:
             producer.flush(10)
         database.reset()
         log.info("status worker stopped", extra={"evt": "worker_stopped"})
+
+
+def _run_until_stopped(worker: StatusWorker) -> None:
+    """Runs the worker; turns the ways it can end into exit statuses for its supervisor."""
+    try:
+        worker.run()
+    except DeadLetterGuardStillTripped as exc:
+        log.critical(
+            f"dead-letter guard {exc}; reset it with `orderstatus worker-ops reset-guard`",
+            extra={"evt": "dead_letter_guard_still_tripped"},
+        )
+        raise SystemExit(GUARD_EXIT_CODE) from exc
+    except DeadLetterRatioExceeded as exc:
+        log.critical(str(exc), extra={"evt": "dead_letter_guard_tripped"})
+        raise SystemExit(GUARD_EXIT_CODE) from exc
+    except (KafkaException, RewindFailed) as exc:
+        # A fatal client state (e.g. INVALID_TXN_STATE after a broker restart) cannot be repaired
+        # in place; a restarted worker fences it, and the inbox makes the redone batch harmless.
+        log.critical(
+            "fatal Kafka error: exiting for a restart",
+            extra={"evt": "kafka_fatal_error", "error": str(exc)},
+        )
+        raise SystemExit(RESTART_EXIT_CODE) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,8 @@ from services.core.topics import (
     HEADER_DLQ_PARTITION,
     HEADER_DLQ_REASON,
 )
-from tests.stack import ServiceProcess, isolated_settings
+from tests.integration.test_dlq_replay import REFUSE_EXPLOSIVE_REASONS
+from tests.stack import ORDERSTATUS, ServiceProcess, isolated_settings, settings_env
 from tests.topics import change_command, command_record, create_command, produce, read_topic
 
 
@@ -41,6 +43,12 @@ def wait_for_outcome(settings: Settings, command_id: uuid.UUID, timeout: float =
                 return str(row[0])
             time.sleep(0.1)
     raise TimeoutError(f"no outcome for {command_id}")
+
+
+def refuse_explosive_reasons(settings: Settings) -> None:
+    """A trigger that makes PostgreSQL refuse a status change whose reason is 'explode'."""
+    with psycopg.connect(settings.admin_url, autocommit=True) as conn:
+        conn.execute(REFUSE_EXPLOSIVE_REASONS)
 
 
 def test_poison_messages_are_dead_lettered_and_the_partition_goes_on(
@@ -93,6 +101,8 @@ def test_poison_messages_are_dead_lettered_and_the_partition_goes_on(
     by_command = {r.command_id: r for r in results}
     assert by_command[identified].outcome == "invalid"  # the caller learns why
     assert by_command[valid.command_id].outcome == "applied"
+    # ... and so does GET /commands/{id}, which reads the inbox: not `pending` for ever.
+    assert wait_for_outcome(dlq_settings, identified, timeout=1) == "invalid"
 
 
 def test_the_guard_stops_the_worker_when_dead_letters_dominate(
@@ -118,18 +128,7 @@ def test_the_guard_stops_the_worker_when_dead_letters_dominate(
 def test_a_command_the_database_refuses_gets_an_error_outcome_and_the_partition_goes_on(
     dlq_settings: Settings, log_dir: Path
 ) -> None:
-    with psycopg.connect(dlq_settings.admin_url, autocommit=True) as conn:
-        conn.execute(
-            """
-            CREATE FUNCTION refuse_explosive_reasons() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF NEW.reason = 'explode' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER refuse_explosive_reasons BEFORE INSERT ON order_status_events
-                FOR EACH ROW EXECUTE FUNCTION refuse_explosive_reasons();
-            """
-        )
+    refuse_explosive_reasons(dlq_settings)
     create = create_command(uuid.uuid4())
     explosive = change_command(create.order_id, "accepted").model_copy(update={"reason": "explode"})
     after = change_command(create.order_id, "accepted", expected_version=1)
@@ -151,3 +150,96 @@ def test_a_command_the_database_refuses_gets_an_error_outcome_and_the_partition_
     assert header(dead[0], HEADER_COMMAND_ID) == str(explosive.command_id).encode()
     with psycopg.connect(dlq_settings.admin_url) as conn:
         assert conn.execute("SELECT status, version FROM orders").fetchall() == [("accepted", 2)]
+
+
+def dead_letters_of(settings: Settings) -> int:
+    return len(read_topic(settings, settings.topics.dead_letters))
+
+
+def test_a_tripped_guard_stays_tripped_across_restarts_until_an_operator_resets_it(
+    dlq_settings: Settings, log_dir: Path
+) -> None:
+    """A restart policy must not restart a tripped worker into the next window: each run of a
+    worker whose guard is smaller than two batches would divert another batch before tripping."""
+    guarded = {
+        "worker_metrics_port": 0,
+        "worker_dead_letter_window": 20,
+        "worker_dead_letter_max_ratio": 0.5,
+        "worker_batch_max": 10,
+    }
+    produce(
+        dlq_settings, dlq_settings.topics.commands, [(b"k", b"not a command", [])] * 40, partition=1
+    )
+    first = ServiceProcess("worker", dlq_settings, log_dir, **guarded).start(wait=False)
+    assert first.process is not None and first.process.wait(60) == 3
+    diverted = dead_letters_of(dlq_settings)
+    assert 0 < diverted < 40
+
+    again = ServiceProcess("worker", dlq_settings, log_dir, **guarded).start(wait=False)
+    assert again.process is not None and again.process.wait(60) == 3
+    assert '"evt":"dead_letter_guard_still_tripped"' in again.logs()
+    assert dead_letters_of(dlq_settings) == diverted  # nothing more diverted
+
+    reset = subprocess.run(
+        [ORDERSTATUS, "worker-ops", "reset-guard"],
+        env=settings_env(dlq_settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert reset.returncode == 0, reset.stderr
+    relaxed = {**guarded, "worker_dead_letter_window": 1000}
+    worker = ServiceProcess("worker", dlq_settings, log_dir, **relaxed).start()
+    try:
+        deadline = time.monotonic() + 30
+        while dead_letters_of(dlq_settings) < 40 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert dead_letters_of(dlq_settings) == 40
+        assert worker.process is not None and worker.process.poll() is None
+    finally:
+        worker.terminate()
+
+
+def test_a_redone_batch_dead_letters_its_refused_command_again(
+    dlq_settings: Settings, log_dir: Path
+) -> None:
+    """The first attempt's dead letter is lost with its aborted transaction; the redo, answered
+    from the inbox, must write it again so the command stays recoverable (`orderstatus dlq
+    replay`)."""
+    refuse_explosive_reasons(dlq_settings)
+    create = create_command(uuid.uuid4())
+    explosive = change_command(create.order_id, "accepted").model_copy(update={"reason": "explode"})
+    after = change_command(create.order_id, "accepted", expected_version=1)
+    produce(
+        dlq_settings,
+        dlq_settings.topics.commands,
+        [command_record(c) for c in (create, explosive, after)],
+    )
+    # The coordinator loses the first transaction but its commit "succeeds": the worker finds the
+    # offsets not advanced and redoes the batch from the inbox.
+    worker = ServiceProcess(
+        "worker",
+        dlq_settings,
+        log_dir,
+        worker_metrics_port=0,
+        worker_fault="silent_abort",
+        worker_fault_batch=1,
+    ).start()
+    try:
+        assert wait_for_outcome(dlq_settings, after.command_id) == "applied"
+        deadline = time.monotonic() + 30
+        results: set[uuid.UUID] = set()
+        while after.command_id not in results and time.monotonic() < deadline:
+            results = {
+                decode_result(m.value() or b"").command_id
+                for m in read_topic(dlq_settings, dlq_settings.topics.results)
+            }
+            time.sleep(0.2)
+        assert after.command_id in results, "the redone batch was never committed"
+        assert '"evt":"kafka_commit_not_visible"' in worker.logs()  # the batch was redone
+    finally:
+        worker.terminate()
+    dead = read_topic(dlq_settings, dlq_settings.topics.dead_letters)
+    assert [header(m, HEADER_COMMAND_ID) for m in dead] == [str(explosive.command_id).encode()]
+    assert [m.value() for m in dead] == [command_record(explosive).value]

@@ -22,7 +22,9 @@ from services.core.messages import (
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.core.tenancy import grant_staff
-from services.status_worker.db import Incoming, apply_batch
+from services.status_worker.batch import Incoming
+from services.status_worker.db import UnitOfWork
+from services.status_worker.service import apply_batch
 from tests.stack import migrated_database
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
@@ -76,7 +78,7 @@ def apply(
     conn: psycopg.Connection[Any], *commands: CreateOrder | ChangeStatus, isolate: bool = False
 ) -> list[Outcome]:
     batch = [Incoming(command, 0, offset) for offset, command in enumerate(commands)]
-    return [p.result.outcome for p in apply_batch(conn, batch, NOW, isolate=isolate)]
+    return [p.result.outcome for p in apply_batch(UnitOfWork(conn), batch, NOW, isolate=isolate)]
 
 
 def order_row(admin: psycopg.Connection[Any], order: uuid.UUID) -> tuple[Any, ...] | None:
@@ -115,7 +117,9 @@ def test_a_change_to_another_restaurants_order_is_forbidden_changes_nothing_and_
     apply(worker_conn, created)
     intrusion = change(alice, created.order_id)
 
-    [processed] = apply_batch(worker_conn, [Incoming(intrusion, 0, 7)], NOW, isolate=False)
+    [processed] = apply_batch(
+        UnitOfWork(worker_conn), [Incoming(intrusion, 0, 7)], NOW, isolate=False
+    )
 
     result = processed.result
     assert (result.outcome, result.order, processed.event) == (Outcome.FORBIDDEN, None, None)
@@ -204,10 +208,10 @@ def test_a_redelivered_forbidden_command_is_answered_from_the_inbox(
     created = create(bob, theirs)
     apply(worker_conn, created)
     intrusion = change(Actor(sub="mallory", role=Role.AUTHENTICATED), created.order_id)
-    first = apply_batch(worker_conn, [Incoming(intrusion, 0, 1)], NOW, isolate=False)
+    first = apply_batch(UnitOfWork(worker_conn), [Incoming(intrusion, 0, 1)], NOW, isolate=False)
     # Meanwhile mallory is made staff of that restaurant: the old command's answer stands.
     grant_staff(admin, user_id="mallory", restaurant_id=theirs)
-    again = apply_batch(worker_conn, [Incoming(intrusion, 0, 2)], NOW, isolate=True)
+    again = apply_batch(UnitOfWork(worker_conn), [Incoming(intrusion, 0, 2)], NOW, isolate=True)
     assert again[0].result == first[0].result
     assert again[0].source == (0, 1)
     assert len(widget_events(admin, intrusion.command_id)) == 1

@@ -20,9 +20,9 @@ from services.core.messages import (
     encode,
 )
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
-from services.status_worker.db import Incoming
+from services.status_worker.batch import DeadLetter, Incoming
+from services.status_worker.decode import MAX_COMMAND_BYTES, decode
 from services.status_worker.kafka import first_offsets, next_offsets
-from services.status_worker.pipeline import MAX_COMMAND_BYTES, DeadLetter, decode
 from tests.unit.strategies import CHANGE_STATUS_EXAMPLE, UNIT_SETTINGS, commands
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)

@@ -1,0 +1,189 @@
+"""The use case: apply one command in a unit of work. The command is looked up and written as its
+caller (row-level security decides what it may see and change); `decide` (pure) says what happens;
+the outcome is recorded in the inbox in the same transaction as the change, so a redelivered command
+is answered from there and changes nothing twice."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from uuid import UUID
+
+import psycopg
+
+from services.core.decision import Decision, decide
+from services.core.messages import ChangeStatus, CreateOrder, Outcome
+from services.core.results import event_of, result_of
+from services.status_worker.batch import DeadLetter, Incoming, Processed
+from services.status_worker.db import UnitOfWork
+from services.status_worker.repository import Sighting
+
+log = logging.getLogger(__name__)
+
+ANALYTICS_TYPES = {
+    Outcome.CONFLICT: "order_status_conflict",
+    Outcome.FORBIDDEN: "order_status_forbidden",
+}
+
+# SQLSTATE classes that depend on one command's data: data exceptions, integrity violations and
+# errors raised by PL/pgSQL. Anything else (connection, privileges, missing schema, resources,
+# deadlocks) concerns the whole system: the batch waits and is retried, no command is failed for it.
+COMMAND_ERROR_CLASSES = ("22", "23", "P0")
+
+
+class CommandFailed(Exception):
+    """A command the database refused for a reason that retrying will not cure."""
+
+
+def refuses_only_this_command(exc: Exception) -> bool:
+    """True for failures tied to one command: its data, or a bug its content triggers."""
+    if not isinstance(exc, psycopg.Error):
+        return True
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):  # also when raised client-side
+        return True
+    return (exc.sqlstate or "")[:2] in COMMAND_ERROR_CLASSES
+
+
+Check = Callable[[], None]
+"""A check of a write whose result arrives later (pipeline mode): raises CommandFailed."""
+
+
+def apply_batch(
+    uow: UnitOfWork,
+    batch: Sequence[Incoming],
+    now: datetime,
+    *,
+    isolate: bool,
+    invalid: Sequence[DeadLetter] = (),
+) -> list[Processed]:
+    """Applies `batch` in order in one transaction, and records the `invalid` outcomes of the
+    undecodable commands in `invalid`. Pipelined, a command costs one round trip (its lookup) and
+    the writes are checked once the batch has synced: any surprise fails the batch. With
+    `isolate`, each command runs in a savepoint with its writes checked at once, and one the
+    database refuses gets an `error` outcome instead of failing the batch."""
+    with uow:
+        for letter in invalid:
+            _record_invalid(uow, letter, now, isolate=isolate)
+        stored = uow.repository.stored_outcomes([item.command.command_id for item in batch])
+        processed: list[Processed] = []
+        checks: list[Check] = []
+        with contextlib.nullcontext() if isolate else uow.pipeline():
+            for item in batch:
+                seen = stored.get(item.command.command_id)
+                if seen is None:
+                    seen = (
+                        apply_isolated(item, uow, now) if isolate else apply(item, uow, now, checks)
+                    )
+                    stored[item.command.command_id] = seen
+                processed.append(seen)
+        for check in checks:
+            check()
+        return processed
+
+
+def apply(
+    item: Incoming, uow: UnitOfWork, now: datetime, deferred: list[Check] | None = None
+) -> Processed:
+    """Applies one command. With `deferred`, inside the batch's pipeline: its write checks are
+    appended there, to run after the pipeline synced. Without, in a pipeline of its own, each
+    write checked at once."""
+    command = item.command
+    # Pipelined: the switch to the caller's role travels with the lookup and the switch back with
+    # the bookkeeping, so acting as the caller costs no extra round trips.
+    with uow.pipeline() if deferred is None else contextlib.nullcontext():
+        with uow.acting_as(command.actor):
+            creating_for = command.restaurant_id if isinstance(command, CreateOrder) else None
+            sighting = uow.repository.lookup(command.order_id, creating_for)
+            decision = decide(sighting.lookup, command, now)
+            if decision.applied:
+                decision = _write_as_permitted(uow, command, decision, now, sighting, deferred)
+        result = result_of(command, decision, now)
+        event = event_of(command, decision) if decision.applied else None
+        analytics = ANALYTICS_TYPES.get(decision.outcome)
+        if analytics is not None:
+            uow.repository.record_analytics(analytics, command, decision, now)
+        processed = Processed(result, event, (item.partition, item.offset))
+        uow.repository.record_outcome(item, processed, now)
+    return processed
+
+
+def apply_isolated(item: Incoming, uow: UnitOfWork, now: datetime) -> Processed:
+    """`apply` in a savepoint: a command the database refuses gets an `error` outcome."""
+    try:
+        with uow.savepoint():
+            return apply(item, uow, now)
+    except Exception as exc:
+        if not refuses_only_this_command(exc):
+            raise
+        log.error(
+            "command could not be applied",
+            extra={"evt": "order_status_exception", "command_id": str(item.command.command_id)},
+            exc_info=True,
+        )
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        failed = result_of(item.command, Decision(Outcome.ERROR, detail=type(exc).__name__), now)
+        processed = Processed(failed, None, (item.partition, item.offset), failure=reason)
+        uow.repository.record_outcome(item, processed, now)
+        return processed
+
+
+def _record_invalid(uow: UnitOfWork, letter: DeadLetter, now: datetime, *, isolate: bool) -> None:
+    """Isolated, a row the database refuses is skipped: the dead letter still carries the command."""
+    if not isolate:
+        uow.repository.record_invalid(letter, now)
+        return
+    try:
+        with uow.savepoint():
+            uow.repository.record_invalid(letter, now)
+    except Exception as exc:
+        if not refuses_only_this_command(exc):
+            raise
+        log.error("invalid outcome not recorded", extra={"evt": "order_status_exception"})
+
+
+def _write_as_permitted(
+    uow: UnitOfWork,
+    command: CreateOrder | ChangeStatus,
+    decision: Decision,
+    now: datetime,
+    sighting: Sighting,
+    checks: list[Check] | None,
+) -> Decision:
+    """Writes the change. A new order is the one write whose permission the lookup alone cannot
+    tell: the insert policy's own expression, asked with the lookup, says `forbidden` (decided by
+    PostgreSQL). Outside the batch pipeline (isolated), the insert also runs in a savepoint, so
+    that whatever the policy refuses is `forbidden` too. A change was permitted by the lookup
+    (`FOR UPDATE` applies the update policy)."""
+    order = decision.order
+    assert order is not None
+    if isinstance(command, CreateOrder):
+        if not sighting.may_create:
+            return FORBIDDEN_CREATE
+        if checks is not None:  # in the batch pipeline: a surprise fails the batch
+            uow.repository.insert_order(order, now)
+            return decision
+        try:
+            with uow.savepoint():
+                uow.repository.insert_order(order, now)
+        except psycopg.errors.InsufficientPrivilege:
+            return FORBIDDEN_CREATE
+        return decision
+    matched = uow.repository.update_status(order, now)
+    if checks is None:
+        _matched_one(order.order_id, matched())
+    else:
+        checks.append(lambda: _matched_one(order.order_id, matched()))
+    uow.repository.insert_status_event(command, decision, now)
+    return decision
+
+
+FORBIDDEN_CREATE = Decision(Outcome.FORBIDDEN, detail="caller may not act for this restaurant")
+
+
+def _matched_one(order_id: UUID, matched: int) -> None:
+    if matched != 1:
+        # The row was locked above, so this means a policy or a concurrent writer outside the
+        # worker interfered: never report an update that did not happen.
+        raise CommandFailed(f"update of order {order_id} matched {matched} rows")
