@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from services.core import kafka_config
 from services.core.kafka_records import command_record, header, poll_batch
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result
 from services.core.settings import Settings
@@ -50,28 +50,8 @@ class CommandBus:
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        publish_ms = int(settings.api_publish_timeout_s * 1000)
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 1,
-                "message.timeout.ms": publish_ms,
-                "socket.connection.setup.timeout.ms": publish_ms,
-                "client.id": "command-api",
-            }
-        )
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"command-api-{uuid.uuid4()}",  # never joined or committed: assign only
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 10,
-                "client.id": "command-api-results",
-            }
-        )
+        self._producer = Producer(kafka_config.api_producer(settings))
+        self._consumer = Consumer(kafka_config.api_results_consumer(settings))
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

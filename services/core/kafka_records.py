@@ -4,11 +4,11 @@ reading a whole topic back."""
 from __future__ import annotations
 
 import time
-import uuid
 from typing import NamedTuple
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from services.core.kafka_config import assign_only_reader
 from services.core.messages import ChangeStatus, CreateOrder, encode
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 
@@ -51,12 +51,7 @@ def read_to_end(
     first; transaction markers take offsets too, so a partition is done when the reader's position
     reaches its end, not when its last message arrives. Raises TimeoutError past `deadline_s`."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"orderstatus-reader-{uuid.uuid4().hex[:8]}",  # assigns only, never commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
-        }
+        assign_only_reader(bootstrap_servers, "orderstatus-reader", committed_only=committed_only)
     )
     try:
         ends: dict[int, int] = {}

@@ -48,6 +48,21 @@ class Settings(BaseSettings):
     api_publish_timeout_s: float = 2.0
     api_max_body_bytes: int = Field(16 * 1024, description="Larger request bodies get 413")
     api_max_header_bytes: int = Field(8 * 1024, description="Larger request headers get 431")
+    api_kafka_retry_backoff_ms: int = Field(
+        5,
+        ge=1,
+        description="retry.backoff.ms of the API's producer and results consumer (librdkafka's "
+        "default of 100 ms is paid by an HTTP answer whenever a request is retried)",
+    )
+    api_kafka_retry_backoff_max_ms: int = Field(
+        100, ge=1, description="retry.backoff.max.ms: the cap of the exponential retry backoff"
+    )
+    api_linger_ms: float = Field(
+        0, ge=0, description="linger.ms of the API's producer: 0 sends each command at once"
+    )
+    api_fetch_wait_max_ms: int = Field(
+        10, ge=0, description="fetch.wait.max.ms of the results consumer (bounds idle polling)"
+    )
 
     worker_id: str = Field("1", description="Stable per worker slot: names the transactional.id")
     worker_group_id: str = "order-status-worker"
