@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, LiteralString
+from typing import LiteralString
 from uuid import UUID
 
-from psycopg_pool import AsyncConnectionPool
+from services.command_api.db import Pool
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 KEY_MAX_LENGTH = 255
@@ -27,7 +27,7 @@ RETURNING command_id
 """
 
 KEY_HOLDER: LiteralString = """
-SELECT command_id, fingerprint FROM command_requests
+SELECT command_id, order_id, fingerprint FROM command_requests
 WHERE caller = %(caller)s AND idempotency_key = %(key)s
 """
 
@@ -49,6 +49,7 @@ PURGE_EXPIRED: LiteralString = "DELETE FROM command_requests WHERE expires_at < 
 @dataclass(frozen=True, slots=True)
 class KeyHolder:
     command_id: UUID
+    order_id: UUID
     fingerprint: str
 
 
@@ -61,8 +62,8 @@ def valid_key(key: str) -> bool:
 
 
 class CommandRequests:
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
-        self.pool = pool  # rows come back as dicts (see OrderReads)
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
 
     async def claim(
         self, *, caller: str, key: str, fingerprint: str, command_id: UUID, order_id: UUID
@@ -89,7 +90,7 @@ class CommandRequests:
                 command_id=command_id,
                 order_id=order_id,
             )
-        return KeyHolder(row["command_id"], row["fingerprint"])
+        return KeyHolder(row["command_id"], row["order_id"], row["fingerprint"])
 
     async def release(self, command_id: UUID) -> None:
         """Frees the key of a command Kafka never accepted, so a retry can go through."""

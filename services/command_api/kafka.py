@@ -16,7 +16,6 @@ from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.core import kafka_config
 from services.core.kafka_records import command_record, header, poll_batch
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result
 from services.core.settings import Settings
@@ -43,15 +42,16 @@ class _Waiting:
 
 
 class CommandBus:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, producer: Producer, consumer: Consumer) -> None:
+        """`producer` publishes commands; `consumer` reads results (kafka_config builds both)."""
         self.settings = settings
         self.topics = settings.topics
         self._pending: dict[bytes, _Waiting] = {}
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._producer = Producer(kafka_config.api_producer(settings))
-        self._consumer = Consumer(kafka_config.api_results_consumer(settings))
+        self._producer = producer
+        self._consumer = consumer
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
