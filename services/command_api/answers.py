@@ -129,11 +129,27 @@ def accepted(command_id: UUID, context: LogContext) -> Answer:
     )
 
 
-def unavailable(context: LogContext) -> Answer:
+def unavailable(command_id: UUID, context: LogContext, *, definite: bool, keyed: bool) -> Answer:
+    """503: Kafka did not confirm the command. The body says what the caller may assume:
+    `may_be_applied` false (it never reached Kafka) or true (it may have been stored)."""
     context.evt = UNAVAILABLE_EVENT
-    detail = "Kafka did not accept the command; nothing was changed. Retry later."
-    problem = Problem(503, "unavailable", "Command bus unavailable", detail)
-    return Answer(503, problem, {"Retry-After": "1"}, context)
+    if definite:
+        detail = "Kafka did not accept the command; nothing was changed. Retry later."
+    else:
+        detail = "Kafka did not confirm the command in time; it may still be applied."
+    if keyed:
+        detail += (
+            " Retry with the same Idempotency-Key: the retry sends this same command, answers "
+            "with its outcome and never applies it twice."
+        )
+    elif not definite:
+        detail += f" Look its outcome up at /commands/{command_id} before sending it again."
+    extra = {"command_id": command_id, "may_be_applied": not definite}
+    problem = Problem(503, "unavailable", "Command bus unavailable", detail, extra)
+    headers = {"Retry-After": "1", COMMAND_ID_HEADER: str(command_id)}
+    if not definite and not keyed:
+        headers["Location"] = f"/commands/{command_id}"
+    return Answer(503, problem, headers, context)
 
 
 def outcome_timeout(command_id: UUID, context: LogContext) -> Answer:

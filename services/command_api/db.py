@@ -6,12 +6,15 @@ order."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.command_api import queries
 from services.core.messages import Actor, CommandResult, OrderView
@@ -19,6 +22,22 @@ from services.core.tenancy import acting_as_async
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 """Autocommit connections whose rows come back as dicts."""
+
+UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+"""What PostgreSQL being unreachable (or the pool exhausted) raises."""
+
+
+class StoreUnavailable(Exception):
+    """PostgreSQL did not answer. Raised where the service layer must tell that apart (after a
+    command was published, an unreachable database must not read as 'nothing happened')."""
+
+
+@asynccontextmanager
+async def unavailable_as_store_error() -> AsyncIterator[None]:
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise StoreUnavailable(type(exc).__name__) from exc
 
 
 def connection_pool(database_url: str, max_size: int = 10) -> Pool:
@@ -84,8 +103,9 @@ class OrderReads:
 
     async def command_result(self, command_id: UUID, actor: Actor) -> CommandResult | None:
         """The command's outcome when known and the caller may read it: the issuer always, and
-        whoever may act for the order's restaurant."""
+        whoever may act for the order's restaurant. Raises StoreUnavailable."""
         async with (
+            unavailable_as_store_error(),
             self.pool.connection() as conn,
             conn.transaction(),
             acting_as_async(conn, actor),

@@ -7,7 +7,10 @@ and the PostgreSQL stores."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import logging
+from collections.abc import Awaitable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -23,14 +26,17 @@ from services.command_api.answers import (
     outcome_timeout,
     unavailable,
 )
+from services.command_api.db import StoreUnavailable
 from services.command_api.idempotency import KeyHolder
-from services.command_api.kafka import OutcomeTimeout, PublishFailed
+from services.command_api.kafka import OutcomeTimeout, PublishFailed, UndecodableResult
 from services.command_api.problems import ProblemError
 from services.core.messages import Actor, ChangeStatus, CommandResult, CreateOrder
 
 __all__ = ["CommandDispatch", "IdempotencyKey", "Mode", "caller_of", "outcome_reply"]
 
 Command = CreateOrder | ChangeStatus
+
+log = logging.getLogger(__name__)
 
 
 class Mode(StrEnum):
@@ -47,14 +53,18 @@ class IdempotencyKey:
     """Of the request as the caller meant it (method, canonical target, body): a retry must match."""
 
 
+class PendingOutcome(Protocol):
+    async def wait(self) -> CommandResult:
+        """Raises OutcomeTimeout, or UndecodableResult when the result could not be read."""
+        ...
+
+
 class Bus(Protocol):
-    async def publish(self, command: Command) -> None: ...
+    async def publish(self, command: Command) -> None:
+        """Raises PublishFailed."""
+        ...
 
-    async def execute(self, command: Command) -> CommandResult: ...
-
-    async def await_outcome(
-        self, command_id: UUID, stored: Callable[[], Awaitable[CommandResult | None]]
-    ) -> CommandResult: ...
+    def listening(self, command_id: UUID) -> AbstractContextManager[PendingOutcome]: ...
 
 
 class Outcomes(Protocol):
@@ -68,13 +78,21 @@ class Claims(Protocol):
 
     async def release(self, command_id: UUID) -> None: ...
 
+    async def mark_published(self, command_id: UUID) -> None: ...
+
     async def record(self, *, caller: str, command_id: UUID, order_id: UUID) -> None: ...
 
     async def caller_of(self, command_id: UUID) -> str | None: ...
 
 
 def caller_of(actor: Actor) -> str:
-    return f"{actor.role.value}:{actor.sub}"
+    """Whom Idempotency-Keys and pending lookups belong to: `role:sub`, and for a token narrowed
+    to restaurants, those too (one person's tokens for different restaurants share nothing). A
+    newline separates them: a `sub` cannot hold one (TEXT_PATTERN), so no two callers collide."""
+    caller = f"{actor.role.value}:{actor.sub}"
+    if actor.restaurant_ids:
+        caller += "\n" + ",".join(sorted(str(r) for r in actor.restaurant_ids))
+    return caller
 
 
 class CommandDispatch:
@@ -82,9 +100,11 @@ class CommandDispatch:
         self.bus = bus
         self.outcomes = outcomes
         self.claims = claims
+        self._publishing: dict[UUID, asyncio.Future[bool]] = {}
+        """Keyed commands this process is publishing now: a concurrent retry waits for the
+        publication instead of sending a copy (another process's retry sends one: harmless)."""
 
     async def submit(self, command: Command, key: IdempotencyKey | None, mode: Mode) -> Answer:
-        context = LogContext(command_id=str(command.command_id), order_id=str(command.order_id))
         caller = caller_of(command.actor)
         if key is not None:
             holder = await self.claims.claim(
@@ -95,34 +115,93 @@ class CommandDispatch:
                 order_id=command.order_id,
             )
             if holder is not None:
-                return await self._replay(holder, key, command.actor, mode)
+                return await self._replay(holder, key, command, mode)
         elif mode is Mode.RESPOND_ASYNC:
-            await self._record(caller, command)
-        try:
-            if mode is Mode.RESPOND_ASYNC:
-                await self.bus.publish(command)
-                return accepted(command.command_id, context)
-            result = await self.bus.execute(command)
-        except PublishFailed:
-            if key is not None or mode is Mode.RESPOND_ASYNC:
-                await self.claims.release(command.command_id)
-            return unavailable(context)
-        except OutcomeTimeout:
-            if key is None:
-                await self._record(caller, command)
-            return await self._stored_or_timeout(command.command_id, command.actor, context)
-        return outcome_answer(result)
+            await self._record(command)
+        return await self._send(command, mode, keyed=key is not None)
 
-    async def _record(self, caller: str, command: Command) -> None:
+    async def _send(
+        self, command: Command, mode: Mode, *, keyed: bool, replay: bool = False
+    ) -> Answer:
+        """Publishes `command` and answers with its outcome (or 202, 503, 504)."""
+        context = LogContext(
+            command_id=str(command.command_id),
+            order_id=str(command.order_id),
+            idempotent_replay=replay,
+        )
+        with self.bus.listening(command.command_id) as outcome:
+            try:
+                await self._publish(command, keyed=keyed)
+            except PublishFailed as failed:
+                return await self._not_published(command, failed, mode, keyed=keyed)
+            if mode is Mode.RESPOND_ASYNC:
+                return accepted(command.command_id, context)
+            try:
+                return outcome_answer(await outcome.wait(), replay=replay)
+            except (OutcomeTimeout, UndecodableResult):
+                if not keyed:
+                    await self._quietly(self._record(command))
+                return await self._stored_or_timeout(command.command_id, command.actor, context)
+
+    async def _publish(self, command: Command, *, keyed: bool) -> None:
+        """Publishes; a keyed command's claim then records that Kafka has it."""
+        if not keyed:
+            await self.bus.publish(command)
+            return
+        flight = asyncio.get_running_loop().create_future()
+        self._publishing.setdefault(command.command_id, flight)
+        try:
+            await self.bus.publish(command)
+            await self._quietly(self.claims.mark_published(command.command_id))
+            flight.set_result(True)
+        finally:
+            if not flight.done():
+                flight.set_result(False)
+            if self._publishing.get(command.command_id) is flight:
+                del self._publishing[command.command_id]
+
+    async def _published_meanwhile(self, holder: KeyHolder) -> bool:
+        """Whether the claim's command is published, waiting for this process's own publication
+        of it if one is under way."""
+        if holder.published:
+            return True
+        flight = self._publishing.get(holder.command_id)
+        return flight is not None and await asyncio.shield(flight)
+
+    async def _not_published(
+        self, command: Command, failed: PublishFailed, mode: Mode, *, keyed: bool
+    ) -> Answer:
+        """503, saying whether the command may still be applied. A key stays held either way: a
+        retry with it publishes this same command, so it is never applied twice."""
+        context = LogContext(command_id=str(command.command_id), order_id=str(command.order_id))
+        if failed.definite and not keyed and mode is Mode.RESPOND_ASYNC:
+            await self.claims.release(command.command_id)
+        elif not failed.definite and not keyed:
+            await self._quietly(self._record(command))
+        return unavailable(command.command_id, context, definite=failed.definite, keyed=keyed)
+
+    async def _record(self, command: Command) -> None:
         """Remembers who issued `command`, so its issuer can look it up while it is pending."""
         await self.claims.record(
-            caller=caller, command_id=command.command_id, order_id=command.order_id
+            caller=caller_of(command.actor),
+            command_id=command.command_id,
+            order_id=command.order_id,
         )
 
+    @staticmethod
+    async def _quietly(bookkeeping: Awaitable[None]) -> None:
+        """Bookkeeping after the command was published: PostgreSQL failing here must not turn
+        the answer into 'nothing happened' (a retry with the key republishes, harmlessly)."""
+        try:
+            await bookkeeping
+        except StoreUnavailable:
+            log.warning("bookkeeping skipped: database unavailable", exc_info=True)
+
     async def _replay(
-        self, holder: KeyHolder, key: IdempotencyKey, actor: Actor, mode: Mode
+        self, holder: KeyHolder, key: IdempotencyKey, command: Command, mode: Mode
     ) -> Answer:
-        """A retry with a known key: the first request's answer, never a second command."""
+        """A retry with a known key: the first request's answer, never a second command. A claim
+        not known to be published is published again, as the same command (same ids)."""
         if holder.fingerprint != key.fingerprint:
             raise ProblemError(
                 422,
@@ -130,22 +209,31 @@ class CommandDispatch:
                 "Idempotency-Key reused",
                 "This key was used for a different request.",
             )
+        if not await self._published_meanwhile(holder):
+            claimed = command.model_copy(
+                update={"command_id": holder.command_id, "order_id": holder.order_id}
+            )
+            return await self._send(claimed, mode, keyed=True, replay=True)
         command_id = holder.command_id
         context = LogContext(command_id=str(command_id), idempotent_replay=True)
         if mode is Mode.RESPOND_ASYNC:
             return accepted(command_id, context)
-        try:
-            result = await self.bus.await_outcome(
-                command_id, lambda: self.outcomes.command_result(command_id, actor)
-            )
-        except OutcomeTimeout:
-            return await self._stored_or_timeout(command_id, actor, context)
-        return outcome_answer(result, replay=True)
+        with self.bus.listening(command_id) as outcome:
+            stored = await self.outcomes.command_result(command_id, command.actor)
+            if stored is not None:
+                return outcome_answer(stored, replay=True)
+            try:
+                return outcome_answer(await outcome.wait(), replay=True)
+            except (OutcomeTimeout, UndecodableResult):
+                return await self._stored_or_timeout(command_id, command.actor, context)
 
     async def _stored_or_timeout(
         self, command_id: UUID, actor: Actor, context: LogContext
     ) -> Answer:
-        stored = await self.outcomes.command_result(command_id, actor)
+        try:
+            stored = await self.outcomes.command_result(command_id, actor)
+        except StoreUnavailable:
+            stored = None  # published: the outcome will come; 504 says so, 503 would not
         if stored is None:
             return outcome_timeout(command_id, context)
         return outcome_answer(stored, replay=context.idempotent_replay)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.command_api.answers import Answer, LogContext
 from services.command_api.auth import InvalidToken, KeysUnavailable, TokenVerifier
-from services.command_api.db import OrderReads
+from services.command_api.db import OrderReads, StoreUnavailable
 from services.command_api.dispatch import CommandDispatch, IdempotencyKey, Mode
 from services.command_api.idempotency import fingerprint, valid_key
 from services.command_api.kafka import CommandBus
@@ -332,6 +332,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
     app.add_exception_handler(PoolTimeout, on_database_unavailable)
+    app.add_exception_handler(StoreUnavailable, on_database_unavailable)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unhandled)

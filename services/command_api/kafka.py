@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -26,7 +27,16 @@ log = logging.getLogger(__name__)
 
 
 class PublishFailed(Exception):
-    """The command was not accepted by Kafka: nothing will happen to the order."""
+    """Kafka did not confirm the command. `definite`: it was never handed to Kafka, so nothing
+    will happen; otherwise (no or a failed delivery report) it may still have been stored."""
+
+    def __init__(self, reason: str, *, definite: bool) -> None:
+        super().__init__(reason)
+        self.definite = definite
+
+
+class UndecodableResult(Exception):
+    """The command's result arrived but could not be read: its outcome is known, look it up."""
 
 
 class OutcomeTimeout(Exception):
@@ -39,6 +49,19 @@ class _Waiting:
 
     outcome: asyncio.Future[CommandResult]
     requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOutcome:
+    _waiting: _Waiting
+    _timeout_s: float
+
+    async def wait(self) -> CommandResult:
+        """The outcome; raises OutcomeTimeout past the reply timeout, UndecodableResult."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._waiting.outcome), self._timeout_s)
+        except TimeoutError as exc:
+            raise OutcomeTimeout("no outcome within the reply timeout") from exc
 
 
 class CommandBus:
@@ -84,23 +107,13 @@ class CommandBus:
             assignment.append(TopicPartition(topic, partition, high))
         self._consumer.assign(assignment)
 
-    async def execute(self, command: CreateOrder | ChangeStatus) -> CommandResult:
-        """Publishes `command` and returns its outcome; raises PublishFailed or OutcomeTimeout."""
-        key = self._expect(command.command_id)
-        try:
-            await self.publish(command)
-            return await self._wait(key)
-        finally:
-            self._forget(key)
-
-    async def await_outcome(
-        self, command_id: UUID, stored: Callable[[], Awaitable[CommandResult | None]]
-    ) -> CommandResult:
-        """The outcome of a command published earlier: from `stored` if already known, else as it
-        arrives. Listening starts before the look-up, so an outcome in between is not missed."""
+    @contextmanager
+    def listening(self, command_id: UUID) -> Iterator[PendingOutcome]:
+        """Listens for `command_id`'s outcome for the block: start before publishing (or before
+        looking the outcome up), so an outcome in between is not missed."""
         key = self._expect(command_id)
         try:
-            return await stored() or await self._wait(key)
+            yield PendingOutcome(self._pending[key], self.settings.api_reply_timeout_s)
         finally:
             self._forget(key)
 
@@ -122,11 +135,11 @@ class CommandBus:
                 on_delivery=on_delivery,
             )
         except (BufferError, KafkaException) as exc:
-            raise PublishFailed(str(exc)) from exc
+            raise PublishFailed(str(exc), definite=True) from exc
         try:
             await asyncio.wait_for(delivered, self.settings.api_publish_timeout_s + 1)
         except TimeoutError as exc:
-            raise PublishFailed("no delivery report") from exc
+            raise PublishFailed("no delivery report", definite=False) from exc
 
     def _expect(self, command_id: UUID) -> bytes:
         key = str(command_id).encode()
@@ -142,13 +155,6 @@ class CommandBus:
             waiting.requests -= 1
             if waiting.requests <= 0:
                 del self._pending[key]
-
-    async def _wait(self, key: bytes) -> CommandResult:
-        future = self._pending[key].outcome
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.settings.api_reply_timeout_s)
-        except TimeoutError as exc:
-            raise OutcomeTimeout(key.decode()) from exc
 
     def kafka_reachable(self, timeout: float = 2.0) -> bool:
         try:
@@ -180,7 +186,11 @@ class CommandBus:
             try:
                 future.set_result(decode_result(raw))
             except ValueError as exc:
-                future.set_exception(exc)
+                log.warning(
+                    "undecodable result",
+                    extra={"evt": "result_undecodable", "command_id": command_id.decode()},
+                )
+                future.set_exception(UndecodableResult(str(exc)))
 
 
 def _settle(future: asyncio.Future[None], error: Any) -> None:
@@ -189,4 +199,4 @@ def _settle(future: asyncio.Future[None], error: Any) -> None:
     if error is None:
         future.set_result(None)
     else:
-        future.set_exception(PublishFailed(str(error)))
+        future.set_exception(PublishFailed(str(error), definite=False))

@@ -16,8 +16,10 @@ from services.core.statuses import OrderStatus
 
 SCHEMA_VERSION: Literal[1] = 1
 REASON_MAX_LENGTH = 500
-TEXT_PATTERN = r"^[^\x00]*$"
-"""PostgreSQL text cannot hold NUL: such input is refused at the door, not deep in the worker."""
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+"""No control characters (PostgreSQL text cannot hold NUL; escapes and bells would reach terminals
+and staff screens as they are) and no bidirectional controls (they reorder what a reader sees):
+such input is refused at the door, not deep in the worker."""
 
 
 class Contract(BaseModel):

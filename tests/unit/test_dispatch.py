@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -15,7 +17,7 @@ import pytest
 from services.command_api.answers import COMMAND_ID_HEADER
 from services.command_api.dispatch import CommandDispatch, IdempotencyKey, Mode, caller_of
 from services.command_api.idempotency import KeyHolder
-from services.command_api.kafka import OutcomeTimeout, PublishFailed
+from services.command_api.kafka import OutcomeTimeout, PublishFailed, UndecodableResult
 from services.command_api.problems import Problem, ProblemError
 from services.core.messages import (
     Actor,
@@ -60,35 +62,40 @@ class Worker:
         )
 
 
+class Pending:
+    def __init__(self, bus: MemoryBus, command_id: UUID) -> None:
+        self.bus, self.command_id = bus, command_id
+
+    async def wait(self) -> CommandResult:
+        if self.bus.undecodable:
+            raise UndecodableResult("garbage")
+        result = self.bus.store.get(self.command_id)
+        if result is None:
+            raise OutcomeTimeout(str(self.command_id))
+        return result
+
+
 class MemoryBus:
-    """Publishes into a list; the 'worker' stores each outcome at once unless told to stall."""
+    """Publishes into a list; the 'worker' applies each command id once (its inbox) and stores
+    the outcome at once, unless told to stall."""
 
     def __init__(self, worker: Worker, store: dict[UUID, CommandResult]) -> None:
         self.worker, self.store = worker, store
         self.published: list[Command] = []
-        self.fail_publish = False
+        self.failure: PublishFailed | None = None
         self.stall = False
+        self.undecodable = False
 
     async def publish(self, command: Command) -> None:
-        if self.fail_publish:
-            raise PublishFailed("broker down")
+        if self.failure is not None:
+            raise self.failure
         self.published.append(command)
-        if not self.stall:
+        if not self.stall and command.command_id not in self.store:
             self.store[command.command_id] = self.worker.apply(command)
 
-    async def execute(self, command: Command) -> CommandResult:
-        await self.publish(command)
-        if self.stall:
-            raise OutcomeTimeout(str(command.command_id))
-        return self.store[command.command_id]
-
-    async def await_outcome(
-        self, command_id: UUID, stored: Callable[[], Awaitable[CommandResult | None]]
-    ) -> CommandResult:
-        result = await stored()
-        if result is None:
-            raise OutcomeTimeout(str(command_id))
-        return result
+    @contextmanager
+    def listening(self, command_id: UUID) -> Iterator[Pending]:
+        yield Pending(self, command_id)
 
 
 class MemoryOutcomes:
@@ -110,13 +117,18 @@ class MemoryClaims:
         held = self.keys.get((caller, key))
         if held is not None:
             return held
-        self.keys[(caller, key)] = KeyHolder(command_id, order_id, fingerprint)
+        self.keys[(caller, key)] = KeyHolder(command_id, order_id, fingerprint, False)
         self.callers[command_id] = caller
         return None
 
     async def release(self, command_id: UUID) -> None:
         self.keys = {k: h for k, h in self.keys.items() if h.command_id != command_id}
         self.callers.pop(command_id, None)
+
+    async def mark_published(self, command_id: UUID) -> None:
+        for held, holder in self.keys.items():
+            if holder.command_id == command_id:
+                self.keys[held] = replace(holder, published=True)
 
     async def record(self, *, caller: str, command_id: UUID, order_id: UUID) -> None:
         self.callers.setdefault(command_id, caller)
@@ -250,14 +262,83 @@ def test_someone_else_cannot_see_a_pending_command() -> None:
     assert hidden.value.problem.status == 404
 
 
-def test_kafka_refusing_the_command_is_503_and_frees_the_key() -> None:
+def test_kafka_refusing_the_command_is_503_nothing_changed_and_the_key_is_held() -> None:
     system = System()
-    system.bus.fail_publish = True
+    system.bus.failure = PublishFailed("queue full", definite=True)
     key = IdempotencyKey("k", "fp")
-    answer = run(system.dispatch.submit(change(), key, Mode.WAIT))
+    command = create()
+    answer = run(system.dispatch.submit(command, key, Mode.WAIT))
     assert answer.status == 503 and answer.headers["Retry-After"] == "1"
     assert answer.context.evt == "order_status_unavailable"
-    assert system.claims.keys == {}
+    assert isinstance(answer.body, Problem) and answer.body.extra["may_be_applied"] is False
+    system.bus.failure = None
+    retry = create()  # a POST /orders without order_id mints a new one on each attempt
+    answered = run(system.dispatch.submit(retry, key, Mode.WAIT))
+    assert answered.status == 201
+    assert answered.body["order_id"] == str(command.order_id)
+    assert [c.command_id for c in system.bus.published] == [command.command_id]
+
+
+def test_an_unconfirmed_publish_is_503_maybe_applied_and_a_retry_applies_it_once() -> None:
+    system = System()
+    command = create()
+    key = IdempotencyKey("k", "fp")
+    system.bus.failure = PublishFailed("no delivery report", definite=False)
+    answer = run(system.dispatch.submit(command, key, Mode.WAIT))
+    assert answer.status == 503
+    assert isinstance(answer.body, Problem) and answer.body.extra["may_be_applied"] is True
+    assert "same Idempotency-Key" in answer.body.detail
+    system.bus.failure = None
+    system.store[command.command_id] = system.worker.apply(command)  # it had been stored
+    for _ in range(2):
+        retry = run(system.dispatch.submit(create(), key, Mode.WAIT))
+        assert retry.status == 201 and retry.body["order_id"] == str(command.order_id)
+    assert {c.command_id for c in system.bus.published} == {command.command_id}
+    assert len(system.store) == 1
+
+
+def test_an_unconfirmed_publish_without_a_key_says_where_to_look() -> None:
+    system = System()
+    system.bus.failure = PublishFailed("no delivery report", definite=False)
+    command = change()
+    answer = run(system.dispatch.submit(command, None, Mode.WAIT))
+    assert answer.status == 503
+    assert answer.headers["Location"] == f"/commands/{command.command_id}"
+    assert system.claims.callers[command.command_id] == caller_of(ACTOR)
+
+
+def test_a_claim_never_published_is_published_by_the_retry() -> None:
+    system = System()
+    key = IdempotencyKey("k", "fp")
+    claimed = create()
+    run(
+        system.claims.claim(
+            caller=caller_of(ACTOR),
+            key=key.value,
+            fingerprint=key.fingerprint,
+            command_id=claimed.command_id,
+            order_id=claimed.order_id,
+        )
+    )  # ... and the API died before publishing
+    retry = run(system.dispatch.submit(create(), key, Mode.WAIT))
+    assert retry.status == 201
+    assert retry.headers[COMMAND_ID_HEADER] == str(claimed.command_id)
+    assert retry.body["order_id"] == str(claimed.order_id)
+    assert all(h.published for h in system.claims.keys.values())
+
+
+def test_an_undecodable_result_is_answered_from_the_stored_outcome() -> None:
+    system = System()
+    system.bus.undecodable = True
+    answer = run(system.dispatch.submit(change(), None, Mode.WAIT))
+    assert answer.status == 200
+
+
+def test_scoped_tokens_of_one_sub_are_different_callers() -> None:
+    first = Actor(sub="s", role=Role.AUTHENTICATED, restaurant_ids=(uuid.uuid4(),))
+    second = Actor(sub="s", role=Role.AUTHENTICATED, restaurant_ids=(uuid.uuid4(),))
+    assert len({caller_of(first), caller_of(second), caller_of(ACTOR)}) == 3
+    assert caller_of(Actor(sub="s", role=Role.AUTHENTICATED)) == "authenticated:s"
 
 
 def test_no_outcome_in_time_is_504_and_the_command_stays_findable() -> None:
@@ -268,3 +349,28 @@ def test_no_outcome_in_time_is_504_and_the_command_stays_findable() -> None:
     assert answer.status == 504
     assert answer.context.evt == "order_status_timeout"
     assert system.claims.callers[command.command_id] == caller_of(ACTOR)
+
+
+def test_a_concurrent_retry_waits_for_the_publication_under_way() -> None:
+    system = System()
+    key = IdempotencyKey("k", "fp")
+    release = asyncio.Event()
+    publish = system.bus.publish
+
+    async def slow_publish(command: Command) -> None:
+        await release.wait()
+        await publish(command)
+
+    system.bus.publish = slow_publish  # type: ignore[method-assign]
+
+    async def both() -> list[Any]:
+        first = asyncio.create_task(system.dispatch.submit(create(), key, Mode.WAIT))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(system.dispatch.submit(create(), key, Mode.WAIT))
+        await asyncio.sleep(0.01)
+        release.set()
+        return list(await asyncio.gather(first, second))
+
+    answers = run(both())
+    assert [a.status for a in answers] == [201, 201]
+    assert len(system.bus.published) == 1
