@@ -19,6 +19,7 @@ from services.command_api.http import RequestContext, install_error_handlers, ro
 from services.command_api.idempotency import CommandRequests
 from services.command_api.kafka import CommandBus
 from services.command_api.limits import RequestLimits
+from services.command_api.reply_partition import reply_partition
 from services.core import kafka_config
 from services.core.settings import Settings
 from services.observability.api_metrics import ApiMetrics
@@ -54,7 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = connection_pool(settings.database_url)
         reads, bus, requests = OrderReads(pool), command_bus(settings), CommandRequests(pool)
         await reads.open()
-        await bus.start()
+        replies = await reply_partition(settings, await bus.results_partitions())
+        await bus.start(replies.partition)
+        log.info(
+            "reading results", extra={"evt": "reply_partition", "partition": replies.partition}
+        )
         app.state.reads, app.state.bus = reads, bus
         app.state.dispatch = CommandDispatch(bus, reads, requests)
         purging = asyncio.create_task(_purge_expired_keys(requests))
@@ -63,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             purging.cancel()
             await bus.stop()
+            await replies.release()
             await reads.close()
 
     app = FastAPI(

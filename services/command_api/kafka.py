@@ -1,14 +1,17 @@
 """Kafka adapter of the API: publishes commands and waits for their results (request-reply).
 
-Each API process reads every partition of the results topic (read_committed, from the end as of its
-start) and hands each result to the request waiting for that command id. Results nobody waits for
-are skipped here; they stay in `command_outcomes` for later lookups."""
+Each API process reads the results topic (read_committed, from the end as of its start): its own
+reply partition, which each command names in a header so the worker produces the result there
+(API_RESULTS_PARTITION, services/command_api/reply_partition.py), or every partition. It hands each
+result to the request waiting for that command id. Results nobody waits for are skipped here; they
+stay in `command_outcomes` for later lookups."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from services.core.kafka_records import command_record, header, poll_batch
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result
 from services.core.settings import Settings
-from services.core.topics import HEADER_COMMAND_ID
+from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION
 from services.observability.sentry import trace_headers
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,13 @@ class UndecodableResult(Exception):
 
 class OutcomeTimeout(Exception):
     """The command was accepted but its outcome did not arrive within the deadline."""
+
+
+_NO_LEADER_YET = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
 
 
 @dataclass(eq=False)
@@ -75,10 +85,26 @@ class CommandBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer = producer
         self._consumer = consumer
+        self._reply_headers: list[tuple[str, bytes]] = []
 
-    async def start(self) -> None:
+    async def results_partitions(self) -> int:
+        """How many partitions the results topic has (one per API process at most)."""
+        return len(await asyncio.to_thread(self._results_partitions))
+
+    def _results_partitions(self) -> list[int]:
+        topic = self.topics.results
+        partitions = list(self._consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        if not partitions:
+            raise RuntimeError(f"topic {topic} has no partitions; run `orderstatus topics`")
+        return sorted(partitions)
+
+    async def start(self, reply_partition: int | None = None) -> None:
+        """Reads results from their end as of now: of `reply_partition` only, which every command
+        then names for the worker (HEADER_REPLY_PARTITION), or of every partition when None."""
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._assign_results_at_end)
+        if reply_partition is not None:
+            self._reply_headers = [(HEADER_REPLY_PARTITION, str(reply_partition).encode())]
+        await asyncio.to_thread(self._assign_results_at_end, reply_partition)
         self._running.set()
         for target, name in ((self._serve_producer, "producer"), (self._read_results, "results")):
             thread = threading.Thread(target=target, name=f"command-bus-{name}", daemon=True)
@@ -92,20 +118,31 @@ class CommandBus:
         await asyncio.to_thread(self._producer.flush, 5)
         await asyncio.to_thread(self._consumer.close)
 
-    def _assign_results_at_end(self) -> None:
+    def _assign_results_at_end(self, reply_partition: int | None) -> None:
         """Explicit offsets, so the position is fixed before the first command is sent."""
         topic = self.topics.results
-        metadata = self._consumer.list_topics(topic, timeout=10)
-        partitions = metadata.topics[topic].partitions
-        if not partitions:
-            raise RuntimeError(f"topic {topic} has no partitions; run `orderstatus topics`")
-        assignment = []
-        for partition in partitions:
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10
-            )
-            assignment.append(TopicPartition(topic, partition, high))
+        partitions = self._results_partitions()
+        if reply_partition is not None:
+            if reply_partition not in partitions:
+                raise RuntimeError(f"{topic} has no partition {reply_partition}")
+            partitions = [reply_partition]
+        assignment = [TopicPartition(topic, p, self._end_of(topic, p)) for p in partitions]
         self._consumer.assign(assignment)
+
+    def _end_of(self, topic: str, partition: int, deadline_s: float = 10.0) -> int:
+        """The partition's end offset; a topic created a moment ago may not have a leader yet."""
+        stop_at = time.monotonic() + deadline_s
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=deadline_s
+                )
+                return int(high)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() not in _NO_LEADER_YET or time.monotonic() > stop_at:
+                    raise
+                time.sleep(0.2)
 
     @contextmanager
     def listening(self, command_id: UUID) -> Iterator[PendingOutcome]:
@@ -131,7 +168,7 @@ class CommandBus:
                 self.topics.commands,
                 key=record.key,
                 value=record.value,
-                headers=[*record.headers, *trace_headers()],
+                headers=[*record.headers, *self._reply_headers, *trace_headers()],
                 on_delivery=on_delivery,
             )
         except (BufferError, KafkaException) as exc:

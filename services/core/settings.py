@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     api_fetch_wait_max_ms: int = Field(
         10, ge=0, description="fetch.wait.max.ms of the results consumer (bounds idle polling)"
     )
+    api_processes: int = Field(
+        1, ge=1, description="Processes of `orderstatus api` (uvicorn workers) on one port"
+    )
+    api_results_partition: str = Field(
+        "all",
+        pattern=r"^(all|auto|[0-9]{1,6})$",
+        description="The results partition an API process reads: 'all' (every one), 'auto' (a "
+        "free one, by PostgreSQL advisory lock) or a number; see command_api/reply_partition.py",
+    )
 
     worker_id: str = Field("1", description="Stable per worker slot: names the transactional.id")
     worker_group_id: str = "order-status-worker"
