@@ -5,7 +5,7 @@ The HTTP layer only renders it."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
@@ -131,7 +131,8 @@ def accepted(command_id: UUID, context: LogContext) -> Answer:
 
 def unavailable(command_id: UUID, context: LogContext, *, definite: bool, keyed: bool) -> Answer:
     """503: Kafka did not confirm the command. The body says what the caller may assume:
-    `may_be_applied` false (it never reached Kafka) or true (it may have been stored)."""
+    `may_be_applied` false (it never reached Kafka; the answer names no command) or true (it may
+    have been stored; the answer names it, so the caller can look it up)."""
     context.evt = UNAVAILABLE_EVENT
     if definite:
         detail = "Kafka did not accept the command; nothing was changed. Retry later."
@@ -144,10 +145,15 @@ def unavailable(command_id: UUID, context: LogContext, *, definite: bool, keyed:
         )
     elif not definite:
         detail += f" Look its outcome up at /commands/{command_id} before sending it again."
-    extra = {"command_id": command_id, "may_be_applied": not definite}
+    if definite:  # names no command: none was accepted
+        problem = Problem(503, "unavailable", "Command bus unavailable", detail)
+        return Answer(
+            503, replace(problem, extra={"may_be_applied": False}), {"Retry-After": "1"}, context
+        )
+    extra = {"command_id": command_id, "may_be_applied": True}
     problem = Problem(503, "unavailable", "Command bus unavailable", detail, extra)
     headers = {"Retry-After": "1", COMMAND_ID_HEADER: str(command_id)}
-    if not definite and not keyed:
+    if not keyed:
         headers["Location"] = f"/commands/{command_id}"
     return Answer(503, problem, headers, context)
 
