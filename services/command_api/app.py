@@ -1,4 +1,5 @@
-"""Wiring of the command API: settings, the command bus, the read pool, routes."""
+"""The command API's composition root: builds every client, store and collector, and the routes.
+Nothing connects or registers before `create_app` (or its lifespan) runs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from confluent_kafka import Consumer, Producer
 from fastapi import FastAPI
 
 from services.command_api.auth import TokenVerifier
-from services.command_api.db import OrderReads
+from services.command_api.db import OrderReads, connection_pool
 from services.command_api.dispatch import CommandDispatch
 from services.command_api.event_hub import EventHub
 from services.command_api.http import RequestContext, install_error_handlers, router
@@ -19,8 +21,10 @@ from services.command_api.idempotency import CommandRequests
 from services.command_api.kafka import CommandBus
 from services.command_api.limits import RequestLimits
 from services.command_api.orders_feed import router as orders_feed_router
+from services.command_api.reply_partition import reply_partition
+from services.core import kafka_config
 from services.core.settings import Settings
-from services.observability.api_metrics import mount_metrics
+from services.observability.api_metrics import ApiMetrics
 from services.observability.sentry import init_sentry
 
 log = logging.getLogger(__name__)
@@ -35,19 +39,31 @@ async def _purge_expired_keys(requests: CommandRequests, every_s: float = 300.0)
         await asyncio.sleep(every_s)
 
 
+def command_bus(settings: Settings) -> CommandBus:
+    return CommandBus(
+        settings,
+        Producer(kafka_config.api_producer(settings)),
+        Consumer(kafka_config.api_results_consumer(settings)),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     init_sentry(settings, "command-api")
+    metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        reads = OrderReads(settings.database_url)
-        bus = CommandBus(settings)
+        pool = connection_pool(settings.database_url)
+        reads, bus, requests = OrderReads(pool), command_bus(settings), CommandRequests(pool)
         await reads.open()
-        await bus.start()
+        replies = await reply_partition(settings, await bus.results_partitions())
+        await bus.start(replies.partition)
+        log.info(
+            "reading results", extra={"evt": "reply_partition", "partition": replies.partition}
+        )
         app.state.event_hub = hub = EventHub(settings)
         await hub.start()
-        requests = CommandRequests(reads.pool)
         app.state.reads, app.state.bus = reads, bus
         app.state.dispatch = CommandDispatch(bus, reads, requests)
         purging = asyncio.create_task(_purge_expired_keys(requests))
@@ -57,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             purging.cancel()
             await hub.stop()
             await bus.stop()
+            await replies.release()
             await reads.close()
 
     app = FastAPI(
@@ -69,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verifier = TokenVerifier(settings)
     app.include_router(router)
     app.include_router(orders_feed_router)
-    mount_metrics(app)
+    metrics.mount(app)
     install_error_handlers(app)
     # Size limits first (inside RequestContext, so a 413/431 is logged with its request id).
     app.add_middleware(
@@ -77,5 +94,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.api_max_body_bytes,
         max_header_bytes=settings.api_max_header_bytes,
     )
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -8,6 +8,7 @@ those restaurants), `aud`, `exp`. What each may do is PostgreSQL's call (docs/se
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 # KeysUnavailable: no usable key set and the endpoint unreachable; not the caller's fault (503).
 from services.command_api.jwks import JwksKeys, JwksPolicy, UnknownKey
 from services.command_api.jwks import KeysUnavailable as KeysUnavailable
-from services.core.messages import Actor, Role
+from services.core.messages import DISPLAY_TEXT_PATTERN, Actor, Role
 from services.core.settings import (
     LOCAL_ENVIRONMENTS,
     Settings,
@@ -100,7 +101,13 @@ class TokenVerifier:
         raise InvalidToken
 
 
+DISPLAY_TEXT = re.compile(DISPLAY_TEXT_PATTERN)
+
+
 def actor_of(claims: dict[str, Any]) -> Actor:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or DISPLAY_TEXT.fullmatch(sub) is None:
+        raise InvalidToken  # no control characters: callers are told apart by newline-joined keys
     restaurants = claims.get("restaurant_ids")
     if restaurants is None:
         restaurants = []

@@ -1,32 +1,70 @@
-"""PostgreSQL adapter of the API: reads only, each as the caller, so row-level security decides what
-the caller sees (an order of another restaurant reads as absent). All writes go through the worker.
+"""PostgreSQL adapter of the API's read side: orders, their history and command outcomes, each
+read as the caller (row-level security decides what the caller may see).
 
-The pool logs in as the services' role (orderstatus_app); the API's own bookkeeping
-(services/command_api/idempotency.py) runs as that role, not as any caller."""
+`order_status_events` is append-only and written only by the worker; the API never writes an
+order."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.command_api import queries
-from services.core.messages import Actor, CommandResult
+from services.core.messages import Actor, CommandResult, OrderView
 from services.core.tenancy import acting_as_async
+
+Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+"""Autocommit connections whose rows come back as dicts."""
+
+UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
+"""What PostgreSQL being unreachable (or the pool exhausted) raises."""
+
+
+class StoreUnavailable(Exception):
+    """PostgreSQL did not answer. Raised where the service layer must tell that apart (after a
+    command was published, an unreachable database must not read as 'nothing happened')."""
+
+
+@asynccontextmanager
+async def unavailable_as_store_error() -> AsyncIterator[None]:
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise StoreUnavailable(type(exc).__name__) from exc
+
+
+def connection_pool(database_url: str, max_size: int = 10) -> Pool:
+    return AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        connection_class=AsyncConnection[DictRow],
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        timeout=5,
+    )
+
+
+def order_view(row: DictRow) -> OrderView:
+    return OrderView(
+        order_id=row["id"],
+        restaurant_id=row["restaurant_id"],
+        status=row["status"],
+        version=row["version"],
+        updated_at=row["updated_at"],
+    )
 
 
 class OrderReads:
-    def __init__(self, database_url: str, max_size: int = 10) -> None:
-        self.pool = AsyncConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=max_size,
-            open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-            timeout=5,
-        )
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -38,7 +76,7 @@ class OrderReads:
         async with self.pool.connection(timeout=2) as conn:
             await conn.execute(queries.PING)
 
-    async def order(self, order_id: UUID, actor: Actor) -> dict[str, Any] | None:
+    async def order(self, order_id: UUID, actor: Actor) -> OrderView | None:
         """The order, or None when it does not exist or the caller may not see it."""
         async with (
             self.pool.connection() as conn,
@@ -46,8 +84,8 @@ class OrderReads:
             acting_as_async(conn, actor),
         ):
             cursor = await conn.execute(queries.ORDER_BY_ID, {"order_id": order_id})
-            row: dict[str, Any] | None = await cursor.fetchone()  # type: ignore[assignment]
-            return row
+            row = await cursor.fetchone()
+            return order_view(row) if row is not None else None
 
     async def history(self, order_id: UUID, actor: Actor) -> list[dict[str, Any]] | None:
         """The order's status changes in order, or None when the order is not visible to the
@@ -61,17 +99,17 @@ class OrderReads:
             if await found.fetchone() is None:
                 return None
             cursor = await conn.execute(queries.ORDER_HISTORY, {"order_id": order_id})
-            rows: list[dict[str, Any]] = await cursor.fetchall()  # type: ignore[assignment]
-            return rows
+            return list(await cursor.fetchall())
 
     async def command_result(self, command_id: UUID, actor: Actor) -> CommandResult | None:
         """The command's outcome when known and the caller may read it: the issuer always, and
-        whoever may act for the order's restaurant."""
+        whoever may act for the order's restaurant. Raises StoreUnavailable."""
         async with (
+            unavailable_as_store_error(),
             self.pool.connection() as conn,
             conn.transaction(),
             acting_as_async(conn, actor),
         ):
             cursor = await conn.execute(queries.COMMAND_RESULT, {"command_id": command_id})
-            row: dict[str, Any] | None = await cursor.fetchone()  # type: ignore[assignment]
+            row = await cursor.fetchone()
             return CommandResult.model_validate(row["result"]) if row else None

@@ -1,237 +1,247 @@
-"""The one path every command takes: Idempotency-Key, publish, then wait for the outcome (or answer
-202 at once under `Prefer: respond-async`), and the mapping of outcomes to HTTP answers."""
+"""The one path every command takes, free of HTTP: Idempotency-Key, publish, then wait for the
+outcome (or answer 202 at once when the caller asked to respond asynchronously).
+
+`CommandDispatch` talks to its neighbours through the protocols below, so its tests run against
+in-memory ones (tests/unit/test_dispatch.py); the composition root (app.py) passes the Kafka bus
+and the PostgreSQL stores."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Awaitable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
 from uuid import UUID
 
-from fastapi import Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from services.command_api.answers import (
+    Answer,
+    LogContext,
+    accepted,
+    command_state,
+    outcome_answer,
+    outcome_reply,
+    outcome_timeout,
+    unavailable,
+)
+from services.command_api.db import StoreUnavailable
+from services.command_api.idempotency import KeyHolder
+from services.command_api.kafka import OutcomeTimeout, PublishFailed, UndecodableResult
+from services.command_api.problems import ProblemError
+from services.core.messages import Actor, ChangeStatus, CommandResult, CreateOrder
 
-from services.command_api.db import OrderReads
-from services.command_api.idempotency import CommandRequests, fingerprint, valid_key
-from services.command_api.kafka import CommandBus, OutcomeTimeout, PublishFailed
-from services.command_api.problems import PROBLEM_JSON, ProblemError
-from services.core.jsonlog import OUTCOME_EVENTS
-from services.core.messages import Actor, ChangeStatus, CommandResult, CreateOrder, Outcome
+__all__ = ["CommandDispatch", "IdempotencyKey", "Mode", "caller_of", "outcome_reply"]
 
-COMMAND_ID_HEADER = "X-Command-ID"
-"""On every answer to a command: the id to quote in GET /commands/{id}, logs and support requests."""
+Command = CreateOrder | ChangeStatus
+
+log = logging.getLogger(__name__)
+
+
+class Mode(StrEnum):
+    WAIT = "wait"
+    """Answer with the outcome (or 504 if it does not come within the reply timeout)."""
+    RESPOND_ASYNC = "respond-async"
+    """Answer 202 once Kafka has the command; the outcome is at GET /commands/{id}."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    value: str
+    fingerprint: str
+    """Of the request as the caller meant it (method, canonical target, body): a retry must match."""
+
+
+class PendingOutcome(Protocol):
+    async def wait(self) -> CommandResult:
+        """Raises OutcomeTimeout, or UndecodableResult when the result could not be read."""
+        ...
+
+
+class Bus(Protocol):
+    async def publish(self, command: Command) -> None:
+        """Raises PublishFailed."""
+        ...
+
+    def listening(self, command_id: UUID) -> AbstractContextManager[PendingOutcome]: ...
+
+
+class Outcomes(Protocol):
+    async def command_result(self, command_id: UUID, actor: Actor) -> CommandResult | None: ...
+
+
+class Claims(Protocol):
+    async def claim(
+        self, *, caller: str, key: str, fingerprint: str, command_id: UUID, order_id: UUID
+    ) -> KeyHolder | None: ...
+
+    async def release(self, command_id: UUID) -> None: ...
+
+    async def mark_published(self, command_id: UUID) -> None: ...
+
+    async def record(self, *, caller: str, command_id: UUID, order_id: UUID) -> None: ...
+
+    async def caller_of(self, command_id: UUID) -> str | None: ...
 
 
 def caller_of(actor: Actor) -> str:
-    return f"{actor.role.value}:{actor.sub}"
+    """Whom Idempotency-Keys and pending lookups belong to: `role:sub`, and for a token narrowed
+    to restaurants, those too (one person's tokens for different restaurants share nothing). A
+    newline separates them: a token's `sub` cannot hold one (auth.actor_of), so no two callers collide."""
+    caller = f"{actor.role.value}:{actor.sub}"
+    if actor.restaurant_ids:
+        caller += "\n" + ",".join(sorted(str(r) for r in actor.restaurant_ids))
+    return caller
 
 
 class CommandDispatch:
-    def __init__(self, bus: CommandBus, reads: OrderReads, requests: CommandRequests) -> None:
+    def __init__(self, bus: Bus, outcomes: Outcomes, claims: Claims) -> None:
         self.bus = bus
-        self.reads = reads
-        self.requests = requests
+        self.outcomes = outcomes
+        self.claims = claims
+        self._publishing: dict[UUID, asyncio.Future[bool]] = {}
+        """Keyed commands this process is publishing now: a concurrent retry waits for the
+        publication instead of sending a copy (another process's retry sends one: harmless)."""
 
-    async def submit(
-        self, request: Request, command: CreateOrder | ChangeStatus, body: BaseModel
-    ) -> Response:
-        state = request.state
-        state.command_id, state.order_id = str(command.command_id), str(command.order_id)
+    async def submit(self, command: Command, key: IdempotencyKey | None, mode: Mode) -> Answer:
         caller = caller_of(command.actor)
-        respond_async = "respond-async" in request.headers.get("prefer", "").lower()
-        key = _idempotency_key(request)
         if key is not None:
-            holder = await self.requests.claim(
+            holder = await self.claims.claim(
                 caller=caller,
-                key=key,
-                fingerprint=fingerprint(request.method, request.url.path, body.model_dump_json()),
+                key=key.value,
+                fingerprint=key.fingerprint,
                 command_id=command.command_id,
                 order_id=command.order_id,
             )
             if holder is not None:
-                return await self._replay(
-                    request,
-                    holder.command_id,
-                    holder.fingerprint,
-                    body,
-                    respond_async,
-                    created=isinstance(command, CreateOrder),
-                    actor=command.actor,
-                )
-        elif respond_async:
-            await self.requests.record(
-                caller=caller, command_id=command.command_id, order_id=command.order_id
-            )
+                return await self._replay(holder, key, command, mode)
+        elif mode is Mode.RESPOND_ASYNC:
+            await self._record(command)
+        return await self._send(command, mode, keyed=key is not None)
+
+    async def _send(
+        self, command: Command, mode: Mode, *, keyed: bool, replay: bool = False
+    ) -> Answer:
+        """Publishes `command` and answers with its outcome (or 202, 503, 504)."""
+        context = LogContext(
+            command_id=str(command.command_id),
+            order_id=str(command.order_id),
+            idempotent_replay=replay,
+        )
+        with self.bus.listening(command.command_id) as outcome:
+            try:
+                await self._publish(command, keyed=keyed)
+            except PublishFailed as failed:
+                return await self._not_published(command, failed, mode, keyed=keyed)
+            if mode is Mode.RESPOND_ASYNC:
+                return accepted(command.command_id, context)
+            try:
+                return outcome_answer(await outcome.wait(), replay=replay)
+            except (OutcomeTimeout, UndecodableResult):
+                if not keyed:
+                    await self._quietly(self._record(command))
+                return await self._stored_or_timeout(command.command_id, command.actor, context)
+
+    async def _publish(self, command: Command, *, keyed: bool) -> None:
+        """Publishes; a keyed command's claim then records that Kafka has it."""
+        if not keyed:
+            await self.bus.publish(command)
+            return
+        flight = asyncio.get_running_loop().create_future()
+        self._publishing.setdefault(command.command_id, flight)
         try:
-            if respond_async:
-                await self.bus.publish(command)
-                return accepted_response(command.command_id)
-            result = await self.bus.execute(command)
-        except PublishFailed:
-            if key is not None or respond_async:
-                await self.requests.release(command.command_id)
-            state.evt = "order_status_unavailable"
-            raise ProblemError(
-                503,
-                "unavailable",
-                "Command bus unavailable",
-                "Kafka did not accept the command; nothing was changed. Retry later.",
-                headers={"Retry-After": "1"},
-            ) from None
-        except OutcomeTimeout:
-            if key is None:
-                await self.requests.record(
-                    caller=caller, command_id=command.command_id, order_id=command.order_id
-                )
-            result = await self._stored_or_timeout(request, command.command_id, command.actor)
-        return outcome_response(request, result)
+            await self.bus.publish(command)
+            await self._quietly(self.claims.mark_published(command.command_id))
+            flight.set_result(True)
+        finally:
+            if not flight.done():
+                flight.set_result(False)
+            if self._publishing.get(command.command_id) is flight:
+                del self._publishing[command.command_id]
+
+    async def _published_meanwhile(self, holder: KeyHolder) -> bool:
+        """Whether the claim's command is published, waiting for this process's own publication
+        of it if one is under way."""
+        if holder.published:
+            return True
+        flight = self._publishing.get(holder.command_id)
+        return flight is not None and await asyncio.shield(flight)
+
+    async def _not_published(
+        self, command: Command, failed: PublishFailed, mode: Mode, *, keyed: bool
+    ) -> Answer:
+        """503, saying whether the command may still be applied. A key stays held either way: a
+        retry with it publishes this same command, so it is never applied twice."""
+        context = LogContext(command_id=str(command.command_id), order_id=str(command.order_id))
+        if failed.definite and not keyed and mode is Mode.RESPOND_ASYNC:
+            await self.claims.release(command.command_id)
+        elif not failed.definite and not keyed:
+            await self._quietly(self._record(command))
+        return unavailable(command.command_id, context, definite=failed.definite, keyed=keyed)
+
+    async def _record(self, command: Command) -> None:
+        """Remembers who issued `command`, so its issuer can look it up while it is pending."""
+        await self.claims.record(
+            caller=caller_of(command.actor),
+            command_id=command.command_id,
+            order_id=command.order_id,
+        )
+
+    @staticmethod
+    async def _quietly(bookkeeping: Awaitable[None]) -> None:
+        """Bookkeeping after the command was published: PostgreSQL failing here must not turn
+        the answer into 'nothing happened' (a retry with the key republishes, harmlessly)."""
+        try:
+            await bookkeeping
+        except StoreUnavailable:
+            log.warning("bookkeeping skipped: database unavailable", exc_info=True)
 
     async def _replay(
-        self,
-        request: Request,
-        command_id: UUID,
-        held_fingerprint: str,
-        body: BaseModel,
-        respond_async: bool,
-        *,
-        created: bool,
-        actor: Actor,
-    ) -> Response:
-        """A retry with a known key: the first request's answer, never a second command."""
-        if held_fingerprint != fingerprint(
-            request.method, request.url.path, body.model_dump_json()
-        ):
+        self, holder: KeyHolder, key: IdempotencyKey, command: Command, mode: Mode
+    ) -> Answer:
+        """A retry with a known key: the first request's answer, never a second command. A claim
+        not known to be published is published again, as the same command (same ids)."""
+        if holder.fingerprint != key.fingerprint:
             raise ProblemError(
                 422,
                 "idempotency-key-reused",
                 "Idempotency-Key reused",
                 "This key was used for a different request.",
             )
-        request.state.command_id = str(command_id)
-        request.state.idempotent_replay = True
-        if respond_async:
-            return accepted_response(command_id)
-        try:
-            result = await self.bus.await_outcome(
-                command_id, lambda: self.reads.command_result(command_id, actor)
+        if not await self._published_meanwhile(holder):
+            claimed = command.model_copy(
+                update={"command_id": holder.command_id, "order_id": holder.order_id}
             )
-        except OutcomeTimeout:
-            result = await self._stored_or_timeout(request, command_id, actor)
-        return outcome_response(request, result)
+            return await self._send(claimed, mode, keyed=True, replay=True)
+        command_id = holder.command_id
+        context = LogContext(command_id=str(command_id), idempotent_replay=True)
+        if mode is Mode.RESPOND_ASYNC:
+            return accepted(command_id, context)
+        with self.bus.listening(command_id) as outcome:
+            stored = await self.outcomes.command_result(command_id, command.actor)
+            if stored is not None:
+                return outcome_answer(stored, replay=True)
+            try:
+                return outcome_answer(await outcome.wait(), replay=True)
+            except (OutcomeTimeout, UndecodableResult):
+                return await self._stored_or_timeout(command_id, command.actor, context)
 
     async def _stored_or_timeout(
-        self, request: Request, command_id: UUID, actor: Actor
-    ) -> CommandResult:
-        stored = await self.reads.command_result(command_id, actor)
+        self, command_id: UUID, actor: Actor, context: LogContext
+    ) -> Answer:
+        try:
+            stored = await self.outcomes.command_result(command_id, actor)
+        except StoreUnavailable:
+            stored = None  # published: the outcome will come; 504 says so, 503 would not
         if stored is None:
-            request.state.evt = "order_status_timeout"
-            raise ProblemError(
-                504,
-                "outcome-timeout",
-                "Outcome not known yet",
-                "The command was accepted and will be applied; look its outcome up later.",
-                command_id=command_id,
-                headers={"Location": f"/commands/{command_id}", COMMAND_ID_HEADER: str(command_id)},
-            )
-        return stored
+            return outcome_timeout(command_id, context)
+        return outcome_answer(stored, replay=context.idempotent_replay)
 
-    async def status(self, command_id: UUID, actor: Actor) -> JSONResponse:
+    async def status(self, command_id: UUID, actor: Actor) -> Answer:
         """GET /commands/{id}: pending until the worker's outcome is known, then that outcome."""
         # Row-level security shows the outcome to its issuer and to whoever may act for its order.
-        result = await self.reads.command_result(command_id, actor)
-        caller = await self.requests.caller_of(command_id)
-        mine = caller == caller_of(actor)
-        if result is None:
-            if not mine:
-                raise ProblemError(404, "command-not-found", "Command not found")
-            return JSONResponse(
-                {"command_id": str(command_id), "state": "pending"}, headers={"Retry-After": "1"}
-            )
-        status, body, _ = outcome_reply(result, f"/commands/{command_id}")
-        return JSONResponse(
-            {
-                "command_id": str(command_id),
-                "state": "completed",
-                "outcome": result.outcome.value,
-                "status_code": status,
-                "response": body,
-            }
-        )
-
-
-def _idempotency_key(request: Request) -> str | None:
-    raw = request.headers.get("idempotency-key")
-    if raw is None:
-        return None
-    key = raw.strip()
-    if len(key) >= 2 and key[0] == key[-1] == '"':  # a structured-field string, as the draft says
-        key = key[1:-1]
-    if not valid_key(key):
-        raise ProblemError(
-            400,
-            "invalid-idempotency-key",
-            "Invalid Idempotency-Key",
-            "Use 1 to 255 printable characters.",
-        )
-    return key
-
-
-def accepted_response(command_id: UUID) -> JSONResponse:
-    location = f"/commands/{command_id}"
-    return JSONResponse(
-        {"command_id": str(command_id), "state": "pending", "location": location},
-        status_code=202,
-        headers={
-            "Location": location,
-            "Preference-Applied": "respond-async",
-            COMMAND_ID_HEADER: str(command_id),
-        },
-    )
-
-
-def outcome_reply(
-    result: CommandResult, instance: str
-) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """Status, body and headers answering `result`: the same whatever route asks."""
-    order = result.order
-    if result.outcome is Outcome.APPLIED:
-        assert order is not None
-        created = result.command_type == "create_order"
-        body = order.model_dump(mode="json")  # as GET /orders/{id} serialises it
-        return (
-            (201, body, {"Location": f"/orders/{order.order_id}"}) if created else (200, body, {})
-        )
-    problem: dict[str, Any] = {
-        "instance": instance,
-        "detail": result.detail,
-        "command_id": str(result.command_id),
-    }
-    if result.outcome is Outcome.CONFLICT:
-        kind = result.conflict.value if result.conflict else "conflict"
-        problem |= {"type": f"/problems/{kind}", "title": "Order status conflict", "status": 409}
-        if order is not None:
-            problem |= {"current_status": order.status.value, "current_version": order.version}
-    elif result.outcome is Outcome.FORBIDDEN:
-        problem |= {"type": "/problems/order-status-forbidden", "title": "Forbidden", "status": 403}
-    elif result.outcome is Outcome.NOT_FOUND:
-        problem |= {"type": "/problems/order-not-found", "title": "Order not found", "status": 404}
-    elif result.outcome is Outcome.INVALID:
-        problem |= {"type": "/problems/invalid-command", "title": "Invalid command", "status": 422}
-    else:
-        problem |= {
-            "type": "/problems/order-status-exception",
-            "title": "Internal error",
-            "status": 500,
-            "detail": "The command could not be applied.",
-        }
-    return int(problem["status"]), problem, {}
-
-
-def outcome_response(request: Request, result: CommandResult) -> Response:
-    request.state.evt = OUTCOME_EVENTS[result.outcome]
-    if result.order is not None:
-        request.state.restaurant_id = str(result.order.restaurant_id)
-        request.state.status = result.order.status.value
-    status, body, headers = outcome_reply(result, request.url.path)
-    media_type = "application/json" if status < 400 else PROBLEM_JSON
-    headers[COMMAND_ID_HEADER] = str(result.command_id)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=media_type)
+        result = await self.outcomes.command_result(command_id, actor)
+        if result is None and await self.claims.caller_of(command_id) != caller_of(actor):
+            raise ProblemError(404, "command-not-found", "Command not found")
+        return command_state(command_id, result)

@@ -1,4 +1,5 @@
-"""HTTP routes, request/response models and RFC 9457 problem details."""
+"""HTTP routes, request models, typed dependencies, and the rendering of the service layer's
+answers and problems (RFC 9457) as responses."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4
 
+import jwt
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,21 +22,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.command_api.auth import InvalidToken, KeysUnavailable, TokenVerifier
-from services.command_api.db import OrderReads
-from services.command_api.dispatch import CommandDispatch
+from services.command_api.answers import Answer, LogContext
+from services.command_api.auth import SYMMETRIC, InvalidToken, KeysUnavailable, TokenVerifier
+from services.command_api.db import OrderReads, StoreUnavailable
+from services.command_api.dispatch import CommandDispatch, IdempotencyKey, Mode
+from services.command_api.idempotency import fingerprint, valid_key
 from services.command_api.kafka import CommandBus
-from services.command_api.problems import PROBLEM_RESPONSES, ProblemError, problem_response
+from services.command_api.problems import PROBLEM_JSON, PROBLEM_RESPONSES, Problem, ProblemError
 from services.core.messages import (
+    DISPLAY_TEXT_PATTERN,
     REASON_MAX_LENGTH,
-    TEXT_PATTERN,
     Actor,
     ChangeStatus,
     CreateOrder,
+    OrderView,
 )
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
-from services.observability.api_metrics import observe_request, route_template
+from services.observability.api_metrics import ApiMetrics, route_template
 from services.observability.sentry import report_answer
 
 log = logging.getLogger("services.command_api.access")
@@ -53,15 +59,7 @@ class CreateOrderBody(Body):
 class StatusChangeBody(Body):
     status: OrderStatus
     expected_version: int | None = Field(None, ge=1, le=2**31 - 1)
-    reason: str | None = Field(None, max_length=REASON_MAX_LENGTH, pattern=TEXT_PATTERN)
-
-
-class OrderResponse(BaseModel):
-    order_id: UUID
-    restaurant_id: UUID
-    status: OrderStatus
-    version: int
-    updated_at: datetime
+    reason: str | None = Field(None, max_length=REASON_MAX_LENGTH, pattern=DISPLAY_TEXT_PATTERN)
 
 
 class HistoryEntry(BaseModel):
@@ -77,38 +75,72 @@ class HistoryEntry(BaseModel):
 # ---- dependencies ------------------------------------------------------------------------------
 
 
+T = TypeVar("T")
+
+LOG_CONTEXT = "log_context"
+"""The scope state key of the request's LogContext (set by RequestContext, filled by routes)."""
+
+
+def _app_state(request: Request, name: str, kind: type[T]) -> T:
+    """What the composition root (app.py) put in `app.state`, checked for its type."""
+    value = getattr(request.app.state, name, None)
+    if not isinstance(value, kind):
+        raise RuntimeError(f"app.state.{name} is not a {kind.__name__}: is the API started?")
+    return value
+
+
 def settings_of(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return _app_state(request, "settings", Settings)
 
 
 def bus_of(request: Request) -> CommandBus:
-    return request.app.state.bus  # type: ignore[no-any-return]
+    return _app_state(request, "bus", CommandBus)
 
 
 def reads_of(request: Request) -> OrderReads:
-    return request.app.state.reads  # type: ignore[no-any-return]
+    return _app_state(request, "reads", OrderReads)
 
 
 def dispatch_of(request: Request) -> CommandDispatch:
-    return request.app.state.dispatch  # type: ignore[no-any-return]
+    return _app_state(request, "dispatch", CommandDispatch)
 
 
 def verifier_of(request: Request) -> TokenVerifier:
-    return request.app.state.verifier  # type: ignore[no-any-return]
+    return _app_state(request, "verifier", TokenVerifier)
 
 
-def authenticated(request: Request) -> Actor:
+def log_context(request: Request) -> LogContext:
+    """The request's log context (a fresh one outside RequestContext, e.g. in unit tests)."""
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    context = state.get(LOG_CONTEXT)
+    if not isinstance(context, LogContext):
+        context = state[LOG_CONTEXT] = LogContext()
+    return context
+
+
+def request_id(request: Request) -> str:
+    rid = request.scope.get("state", {}).get("rid")
+    return rid if isinstance(rid, str) else ""
+
+
+async def authenticated(request: Request) -> Actor:
+    """The caller's verified claims. An HS256 token is checked on the event loop (no I/O, tens of
+    microseconds: cheaper than the thread-pool hop a sync dependency costs every request); a token
+    whose key may have to be fetched (JWKS) is checked in the thread pool."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ProblemError(401, "unauthorized", "Missing bearer token")
+    verifier, token = verifier_of(request), token.strip()
     try:
-        return verifier_of(request).verify(token.strip())
+        if _signed_with_shared_secret(token):
+            return verifier.verify(token)
+        return await asyncio.to_thread(verifier.verify, token)
     except InvalidToken:
-        request.state.evt = "auth_rejected"
+        log_context(request).evt = "auth_rejected"
         raise ProblemError(401, "unauthorized", "Invalid token") from None
     except KeysUnavailable:
-        request.state.evt = "auth_keys_unavailable"
+        log_context(request).evt = "auth_keys_unavailable"
         raise ProblemError(
             503,
             "auth-unavailable",
@@ -118,7 +150,61 @@ def authenticated(request: Request) -> Actor:
         ) from None
 
 
+def _signed_with_shared_secret(token: str) -> bool:
+    try:
+        return bool(jwt.get_unverified_header(token).get("alg") == SYMMETRIC)
+    except jwt.PyJWTError:
+        return True  # malformed: refused without any key, no I/O either
+
+
 ActorDep = Annotated[Actor, Depends(authenticated)]
+DispatchDep = Annotated[CommandDispatch, Depends(dispatch_of)]
+ReadsDep = Annotated[OrderReads, Depends(reads_of)]
+BusDep = Annotated[CommandBus, Depends(bus_of)]
+
+
+def respond(request: Request, answer: Answer) -> Response:
+    """Renders a service-layer Answer; its context becomes the request's log context."""
+    request.scope.setdefault("state", {})[LOG_CONTEXT] = answer.context
+    if isinstance(answer.body, Problem):
+        headers = answer.body.response_headers() | dict(answer.headers)
+        body = answer.body.body(request.url.path)
+        return JSONResponse(body, answer.status, headers, media_type=PROBLEM_JSON)
+    return JSONResponse(dict(answer.body), answer.status, dict(answer.headers))
+
+
+def problem_response(request: Request, problem: Problem) -> Response:
+    return JSONResponse(
+        problem.body(request.url.path),
+        problem.status,
+        problem.response_headers(),
+        media_type=PROBLEM_JSON,
+    )
+
+
+def idempotency_key(request: Request, target: str, body: BaseModel) -> IdempotencyKey | None:
+    """The request's Idempotency-Key, with the fingerprint of the request as the caller meant it:
+    `target` is the canonical path (UUIDs as parsed), so a retry that spells them differently is
+    the same request."""
+    raw = request.headers.get("idempotency-key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':  # a structured-field string, as the draft says
+        key = key[1:-1]
+    if not valid_key(key):
+        raise ProblemError(
+            400,
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            "Use 1 to 255 printable characters.",
+        )
+    return IdempotencyKey(key, fingerprint(request.method, target, body.model_dump_json()))
+
+
+def mode_of(request: Request) -> Mode:
+    respond_async = "respond-async" in request.headers.get("prefer", "").lower()
+    return Mode.RESPOND_ASYNC if respond_async else Mode.WAIT
 
 
 # ---- routes ---------------------------------------------------------------------------------
@@ -126,24 +212,25 @@ ActorDep = Annotated[Actor, Depends(authenticated)]
 router = APIRouter()
 
 
-@router.post("/orders", status_code=201, response_model=OrderResponse, responses=PROBLEM_RESPONSES)
-async def create_order(body: CreateOrderBody, request: Request, actor: ActorDep) -> Response:
+@router.post("/orders", status_code=201, response_model=OrderView, responses=PROBLEM_RESPONSES)
+async def create_order(
+    body: CreateOrderBody, request: Request, actor: ActorDep, dispatch: DispatchDep
+) -> Response:
     command = CreateOrder(
         command_id=uuid4(),
         order_id=body.order_id or uuid4(),
         restaurant_id=body.restaurant_id,
         actor=actor,
-        rid=request.state.rid,
+        rid=request_id(request),
         issued_at=datetime.now(UTC),
     )
-    return await dispatch_of(request).submit(request, command, body)
+    key = idempotency_key(request, "/orders", body)
+    return respond(request, await dispatch.submit(command, key, mode_of(request)))
 
 
-@router.patch(
-    "/orders/{order_id}/status", response_model=OrderResponse, responses=PROBLEM_RESPONSES
-)
+@router.patch("/orders/{order_id}/status", response_model=OrderView, responses=PROBLEM_RESPONSES)
 async def change_status(
-    order_id: UUID, body: StatusChangeBody, request: Request, actor: ActorDep
+    order_id: UUID, body: StatusChangeBody, request: Request, actor: ActorDep, dispatch: DispatchDep
 ) -> Response:
     command = ChangeStatus(
         command_id=uuid4(),
@@ -152,41 +239,38 @@ async def change_status(
         expected_version=body.expected_version,
         reason=body.reason,
         actor=actor,
-        rid=request.state.rid,
+        rid=request_id(request),
         issued_at=datetime.now(UTC),
     )
-    return await dispatch_of(request).submit(request, command, body)
+    key = idempotency_key(request, f"/orders/{order_id}/status", body)
+    return respond(request, await dispatch.submit(command, key, mode_of(request)))
 
 
-@router.get("/orders/{order_id}", response_model=OrderResponse, responses=PROBLEM_RESPONSES)
-async def get_order(order_id: UUID, request: Request, actor: ActorDep) -> OrderResponse:
-    row = await reads_of(request).order(order_id, actor)
+@router.get("/orders/{order_id}", response_model=OrderView, responses=PROBLEM_RESPONSES)
+async def get_order(order_id: UUID, actor: ActorDep, reads: ReadsDep) -> OrderView:
+    order = await reads.order(order_id, actor)
     # Read as the caller: row-level security makes another restaurant's order read as absent.
-    if row is None:
+    if order is None:
         raise ProblemError(404, "order-not-found", "Order not found")
-    return OrderResponse(
-        order_id=row["id"],
-        restaurant_id=row["restaurant_id"],
-        status=row["status"],
-        version=row["version"],
-        updated_at=row["updated_at"],
-    )
+    return order
 
 
 @router.get(
     "/orders/{order_id}/events", response_model=list[HistoryEntry], responses=PROBLEM_RESPONSES
 )
-async def order_history(order_id: UUID, request: Request, actor: ActorDep) -> list[HistoryEntry]:
-    history = await reads_of(request).history(order_id, actor)
+async def order_history(order_id: UUID, actor: ActorDep, reads: ReadsDep) -> list[HistoryEntry]:
+    history = await reads.history(order_id, actor)
     if history is None:
         raise ProblemError(404, "order-not-found", "Order not found")
     return [HistoryEntry(**entry) for entry in history]
 
 
 @router.get("/commands/{command_id}", responses=PROBLEM_RESPONSES)
-async def command_status(command_id: UUID, request: Request, actor: ActorDep) -> Response:
+async def command_status(
+    command_id: UUID, request: Request, actor: ActorDep, dispatch: DispatchDep
+) -> Response:
     """The outcome of a command sent with `Prefer: respond-async`, or one that timed out (504)."""
-    return await dispatch_of(request).status(command_id, actor)
+    return respond(request, await dispatch.status(command_id, actor))
 
 
 @router.get("/healthz")
@@ -195,14 +279,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(reads: ReadsDep, bus: BusDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        await reads_of(request).ping()
+        await reads.ping()
         checks["postgres"] = "ok"
     except Exception as exc:
         checks["postgres"] = f"unreachable: {type(exc).__name__}"
-    bus = bus_of(request)
     checks["kafka"] = "ok" if await asyncio.to_thread(bus.kafka_reachable) else "unreachable"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
@@ -211,10 +294,20 @@ async def readyz(request: Request) -> JSONResponse:
 # ---- error handlers and request middleware --------------------------------------------------
 
 
+DATABASE_UNAVAILABLE = Problem(
+    503,
+    "database-unavailable",
+    "Database unavailable",
+    "PostgreSQL did not answer. Retry later; with the same Idempotency-Key a retry is answered "
+    "with the outcome of this request if it went through.",
+    headers={"Retry-After": "1"},
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProblemError)
-        return problem_response(request, exc.status, exc.kind, exc.title, exc.detail, **exc.extra)
+        return problem_response(request, exc.problem)
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -222,56 +315,53 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        return problem_response(
-            request, 422, "validation-error", "Invalid request", "See `errors`.", errors=errors
-        )
+        invalid = Problem(422, "validation-error", "Invalid request", "See `errors`.")
+        return problem_response(request, replace(invalid, extra={"errors": errors}))
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem_response(request, exc.status_code, "http-error", str(exc.detail))
+        return problem_response(request, Problem(exc.status_code, "http-error", str(exc.detail)))
 
     async def on_unhandled(request: Request, exc: Exception) -> Response:
-        request.state.evt = "order_status_exception"
+        log_context(request).evt = "order_status_exception"
         log.exception(
             "unhandled error",
-            extra={"evt": "order_status_exception", "rid": getattr(request.state, "rid", None)},
+            extra={"evt": "order_status_exception", "rid": request_id(request)},
         )
-        return problem_response(request, 500, "order-status-exception", "Internal error")
+        return problem_response(request, Problem(500, "order-status-exception", "Internal error"))
 
     async def on_database_unavailable(request: Request, exc: Exception) -> Response:
         # Not a bug of ours and not the caller's: say so, and when to come back.
-        request.state.evt = "database_unavailable"
+        log_context(request).evt = "database_unavailable"
         log.warning(
             "database unavailable",
             extra={
                 "evt": "database_unavailable",
-                "rid": getattr(request.state, "rid", None),
+                "rid": request_id(request),
                 "error": type(exc).__name__,
             },
         )
-        return problem_response(
-            request,
-            503,
-            "database-unavailable",
-            "Database unavailable",
-            "PostgreSQL did not answer. Retry later; with the same Idempotency-Key a retry is "
-            "answered with the outcome of this request if it went through.",
-            headers={"Retry-After": "1"},
-        )
+        return problem_response(request, DATABASE_UNAVAILABLE)
 
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(psycopg.OperationalError, on_database_unavailable)
     app.add_exception_handler(PoolTimeout, on_database_unavailable)
+    app.add_exception_handler(StoreUnavailable, on_database_unavailable)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unhandled)
 
 
-class RequestContext:
-    """Pure ASGI middleware: request id in and out, one JSON log line per request."""
+UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestContext:
+    """Pure ASGI middleware: request id in and out; one log line, metric sample and Sentry report
+    per request, from the request's LogContext."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -280,6 +370,7 @@ class RequestContext:
         rid = _request_id(scope)
         state = scope.setdefault("state", {})
         state["rid"] = rid
+        state[LOG_CONTEXT] = LogContext()
         started = time.perf_counter()
         status_code = 500
 
@@ -293,37 +384,33 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_rid)
         finally:
-            path = scope["path"]
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            route = route_template(scope)
-            observe_request(
-                route, scope["method"], status_code, duration_ms / 1000, state.get("evt")
-            )
-            report_answer(
-                evt=state.get("evt"),
-                route=route,
-                method=scope["method"],
-                status=status_code,
-                duration_ms=duration_ms,
-                context={"rid": rid, **{k: state.get(k) for k in ("command_id", "order_id")}},
-            )
-            if path not in ("/healthz", "/readyz", "/metrics"):
-                log.info(
-                    "request",
-                    extra={
-                        "evt": state.get("evt", "http_request"),
-                        "rid": rid,
-                        "method": scope["method"],
-                        "path": path,
-                        "status_code": status_code,
-                        "duration_ms": duration_ms,
-                        **{
-                            k: state[k]
-                            for k in ("command_id", "order_id", "restaurant_id", "status")
-                            if k in state
-                        },
-                    },
-                )
+            self._report(scope, rid, status_code, duration_ms, state[LOG_CONTEXT])
+
+    def _report(
+        self, scope: Scope, rid: str, status_code: int, duration_ms: float, context: LogContext
+    ) -> None:
+        route, method = route_template(scope), scope["method"]
+        self.metrics.observe_request(route, method, status_code, duration_ms / 1000, context.evt)
+        fields = context.fields()
+        report_answer(
+            evt=context.evt,
+            route=route,
+            method=method,
+            status=status_code,
+            duration_ms=duration_ms,
+            context={"rid": rid, **fields},
+        )
+        if scope["path"] not in UNLOGGED_PATHS:
+            line = {
+                "evt": context.evt or "http_request",
+                "rid": rid,
+                "method": method,
+                "path": scope["path"],
+                "status_code": status_code,
+                "duration_ms": duration_ms,
+            }
+            log.info("request", extra=line | fields)
 
 
 def _request_id(scope: Scope) -> str:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, LiteralString
+from typing import LiteralString
 from uuid import UUID
 
-from psycopg_pool import AsyncConnectionPool
+from services.command_api.db import Pool, unavailable_as_store_error
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 KEY_MAX_LENGTH = 255
@@ -27,11 +27,17 @@ RETURNING command_id
 """
 
 KEY_HOLDER: LiteralString = """
-SELECT command_id, fingerprint FROM command_requests
+SELECT command_id, order_id, fingerprint, published_at IS NOT NULL AS published
+FROM command_requests
 WHERE caller = %(caller)s AND idempotency_key = %(key)s
 """
 
 RELEASE_KEY: LiteralString = "DELETE FROM command_requests WHERE command_id = %(command_id)s"
+
+MARK_PUBLISHED: LiteralString = """
+UPDATE command_requests SET published_at = now()
+WHERE command_id = %(command_id)s AND published_at IS NULL
+"""
 
 RECORD_COMMAND: LiteralString = """
 INSERT INTO command_requests (command_id, caller, order_id, expires_at)
@@ -49,7 +55,10 @@ PURGE_EXPIRED: LiteralString = "DELETE FROM command_requests WHERE expires_at < 
 @dataclass(frozen=True, slots=True)
 class KeyHolder:
     command_id: UUID
+    order_id: UUID
     fingerprint: str
+    published: bool
+    """False: the claimed command may never have reached Kafka (a retry publishes it)."""
 
 
 def fingerprint(method: str, path: str, body: str) -> str:
@@ -61,8 +70,8 @@ def valid_key(key: str) -> bool:
 
 
 class CommandRequests:
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
-        self.pool = pool  # rows come back as dicts (see OrderReads)
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
 
     async def claim(
         self, *, caller: str, key: str, fingerprint: str, command_id: UUID, order_id: UUID
@@ -89,21 +98,28 @@ class CommandRequests:
                 command_id=command_id,
                 order_id=order_id,
             )
-        return KeyHolder(row["command_id"], row["fingerprint"])
+        return KeyHolder(row["command_id"], row["order_id"], row["fingerprint"], row["published"])
 
     async def release(self, command_id: UUID) -> None:
-        """Frees the key of a command Kafka never accepted, so a retry can go through."""
+        """Forgets a command Kafka never accepted (recorded for respond-async without a key)."""
         async with self.pool.connection() as conn:
             await conn.execute(RELEASE_KEY, {"command_id": command_id})
 
+    async def mark_published(self, command_id: UUID) -> None:
+        """Kafka has the claimed command: a retry waits for its outcome, never republishes.
+        Raises StoreUnavailable."""
+        async with unavailable_as_store_error(), self.pool.connection() as conn:
+            await conn.execute(MARK_PUBLISHED, {"command_id": command_id})
+
     async def record(self, *, caller: str, command_id: UUID, order_id: UUID) -> None:
+        """Remembers who issued a command, so they can look it up. Raises StoreUnavailable."""
         params = {
             "caller": caller,
             "command_id": command_id,
             "order_id": order_id,
             "ttl": IDEMPOTENCY_TTL,
         }
-        async with self.pool.connection() as conn:
+        async with unavailable_as_store_error(), self.pool.connection() as conn:
             await conn.execute(RECORD_COMMAND, params)
 
     async def caller_of(self, command_id: UUID) -> str | None:

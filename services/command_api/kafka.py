@@ -1,16 +1,19 @@
 """Kafka adapter of the API: publishes commands and waits for their results (request-reply).
 
-Each API process reads every partition of the results topic (read_committed, from the end as of its
-start) and hands each result to the request waiting for that command id. Results nobody waits for
-are skipped here; they stay in `command_outcomes` for later lookups."""
+Each API process reads the results topic (read_committed, from the end as of its start): its own
+reply partition, which each command names in a header so the worker produces the result there
+(API_RESULTS_PARTITION, services/command_api/reply_partition.py), or every partition. It hands each
+result to the request waiting for that command id. Results nobody waits for are skipped here; they
+stay in `command_outcomes` for later lookups."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-import uuid
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -20,18 +23,34 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from services.core.kafka_records import command_record, header, poll_batch
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result
 from services.core.settings import Settings
-from services.core.topics import HEADER_COMMAND_ID
+from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION
 from services.observability.sentry import trace_headers
 
 log = logging.getLogger(__name__)
 
 
 class PublishFailed(Exception):
-    """The command was not accepted by Kafka: nothing will happen to the order."""
+    """Kafka did not confirm the command. `definite`: it was never handed to Kafka, so nothing
+    will happen; otherwise (no or a failed delivery report) it may still have been stored."""
+
+    def __init__(self, reason: str, *, definite: bool) -> None:
+        super().__init__(reason)
+        self.definite = definite
+
+
+class UndecodableResult(Exception):
+    """The command's result arrived but could not be read: its outcome is known, look it up."""
 
 
 class OutcomeTimeout(Exception):
     """The command was accepted but its outcome did not arrive within the deadline."""
+
+
+_NO_LEADER_YET = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
 
 
 @dataclass(eq=False)
@@ -42,40 +61,50 @@ class _Waiting:
     requests: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PendingOutcome:
+    _waiting: _Waiting
+    _timeout_s: float
+
+    async def wait(self) -> CommandResult:
+        """The outcome; raises OutcomeTimeout past the reply timeout, UndecodableResult."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._waiting.outcome), self._timeout_s)
+        except TimeoutError as exc:
+            raise OutcomeTimeout("no outcome within the reply timeout") from exc
+
+
 class CommandBus:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, producer: Producer, consumer: Consumer) -> None:
+        """`producer` publishes commands; `consumer` reads results (kafka_config builds both)."""
         self.settings = settings
         self.topics = settings.topics
         self._pending: dict[bytes, _Waiting] = {}
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        publish_ms = int(settings.api_publish_timeout_s * 1000)
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 1,
-                "message.timeout.ms": publish_ms,
-                "socket.connection.setup.timeout.ms": publish_ms,
-                "client.id": "command-api",
-            }
-        )
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"command-api-{uuid.uuid4()}",  # never joined or committed: assign only
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 10,
-                "client.id": "command-api-results",
-            }
-        )
+        self._producer = producer
+        self._consumer = consumer
+        self._reply_headers: list[tuple[str, bytes]] = []
 
-    async def start(self) -> None:
+    async def results_partitions(self) -> int:
+        """How many partitions the results topic has (one per API process at most)."""
+        return len(await asyncio.to_thread(self._results_partitions))
+
+    def _results_partitions(self) -> list[int]:
+        topic = self.topics.results
+        partitions = list(self._consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        if not partitions:
+            raise RuntimeError(f"topic {topic} has no partitions; run `orderstatus topics`")
+        return sorted(partitions)
+
+    async def start(self, reply_partition: int | None = None) -> None:
+        """Reads results from their end as of now: of `reply_partition` only, which every command
+        then names for the worker (HEADER_REPLY_PARTITION), or of every partition when None."""
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._assign_results_at_end)
+        if reply_partition is not None:
+            self._reply_headers = [(HEADER_REPLY_PARTITION, str(reply_partition).encode())]
+        await asyncio.to_thread(self._assign_results_at_end, reply_partition)
         self._running.set()
         for target, name in ((self._serve_producer, "producer"), (self._read_results, "results")):
             thread = threading.Thread(target=target, name=f"command-bus-{name}", daemon=True)
@@ -89,38 +118,39 @@ class CommandBus:
         await asyncio.to_thread(self._producer.flush, 5)
         await asyncio.to_thread(self._consumer.close)
 
-    def _assign_results_at_end(self) -> None:
+    def _assign_results_at_end(self, reply_partition: int | None) -> None:
         """Explicit offsets, so the position is fixed before the first command is sent."""
         topic = self.topics.results
-        metadata = self._consumer.list_topics(topic, timeout=10)
-        partitions = metadata.topics[topic].partitions
-        if not partitions:
-            raise RuntimeError(f"topic {topic} has no partitions; run `orderstatus topics`")
-        assignment = []
-        for partition in partitions:
-            _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10
-            )
-            assignment.append(TopicPartition(topic, partition, high))
+        partitions = self._results_partitions()
+        if reply_partition is not None:
+            if reply_partition not in partitions:
+                raise RuntimeError(f"{topic} has no partition {reply_partition}")
+            partitions = [reply_partition]
+        assignment = [TopicPartition(topic, p, self._end_of(topic, p)) for p in partitions]
         self._consumer.assign(assignment)
 
-    async def execute(self, command: CreateOrder | ChangeStatus) -> CommandResult:
-        """Publishes `command` and returns its outcome; raises PublishFailed or OutcomeTimeout."""
-        key = self._expect(command.command_id)
-        try:
-            await self.publish(command)
-            return await self._wait(key)
-        finally:
-            self._forget(key)
+    def _end_of(self, topic: str, partition: int, deadline_s: float = 10.0) -> int:
+        """The partition's end offset; a topic created a moment ago may not have a leader yet."""
+        stop_at = time.monotonic() + deadline_s
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=deadline_s
+                )
+                return int(high)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() not in _NO_LEADER_YET or time.monotonic() > stop_at:
+                    raise
+                time.sleep(0.2)
 
-    async def await_outcome(
-        self, command_id: UUID, stored: Callable[[], Awaitable[CommandResult | None]]
-    ) -> CommandResult:
-        """The outcome of a command published earlier: from `stored` if already known, else as it
-        arrives. Listening starts before the look-up, so an outcome in between is not missed."""
+    @contextmanager
+    def listening(self, command_id: UUID) -> Iterator[PendingOutcome]:
+        """Listens for `command_id`'s outcome for the block: start before publishing (or before
+        looking the outcome up), so an outcome in between is not missed."""
         key = self._expect(command_id)
         try:
-            return await stored() or await self._wait(key)
+            yield PendingOutcome(self._pending[key], self.settings.api_reply_timeout_s)
         finally:
             self._forget(key)
 
@@ -138,15 +168,15 @@ class CommandBus:
                 self.topics.commands,
                 key=record.key,
                 value=record.value,
-                headers=[*record.headers, *trace_headers()],
+                headers=[*record.headers, *self._reply_headers, *trace_headers()],
                 on_delivery=on_delivery,
             )
         except (BufferError, KafkaException) as exc:
-            raise PublishFailed(str(exc)) from exc
+            raise PublishFailed(str(exc), definite=True) from exc
         try:
             await asyncio.wait_for(delivered, self.settings.api_publish_timeout_s + 1)
         except TimeoutError as exc:
-            raise PublishFailed("no delivery report") from exc
+            raise PublishFailed("no delivery report", definite=False) from exc
 
     def _expect(self, command_id: UUID) -> bytes:
         key = str(command_id).encode()
@@ -162,13 +192,6 @@ class CommandBus:
             waiting.requests -= 1
             if waiting.requests <= 0:
                 del self._pending[key]
-
-    async def _wait(self, key: bytes) -> CommandResult:
-        future = self._pending[key].outcome
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.settings.api_reply_timeout_s)
-        except TimeoutError as exc:
-            raise OutcomeTimeout(key.decode()) from exc
 
     def kafka_reachable(self, timeout: float = 2.0) -> bool:
         try:
@@ -200,7 +223,11 @@ class CommandBus:
             try:
                 future.set_result(decode_result(raw))
             except ValueError as exc:
-                future.set_exception(exc)
+                log.warning(
+                    "undecodable result",
+                    extra={"evt": "result_undecodable", "command_id": command_id.decode()},
+                )
+                future.set_exception(UndecodableResult(str(exc)))
 
 
 def _settle(future: asyncio.Future[None], error: Any) -> None:
@@ -209,4 +236,4 @@ def _settle(future: asyncio.Future[None], error: Any) -> None:
     if error is None:
         future.set_result(None)
     else:
-        future.set_exception(PublishFailed(str(error)))
+        future.set_exception(PublishFailed(str(error), definite=False))

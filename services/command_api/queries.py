@@ -16,3 +16,8 @@ SELECT result FROM command_outcomes WHERE command_id = %(command_id)s
 """
 
 PING: LiteralString = "SELECT 1"
+
+TRY_REPLY_PARTITION: LiteralString = """
+SELECT pg_try_advisory_lock(hashtext(%(topic)s), %(partition)s)
+"""
+"""A session lock on one (results topic, partition): the API process holding it reads there."""

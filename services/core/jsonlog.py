@@ -22,6 +22,10 @@ OUTCOME_EVENTS = {
     Outcome.INVALID: "order_status_invalid",
     Outcome.ERROR: "order_status_exception",
 }
+UNAVAILABLE_EVENT = "order_status_unavailable"
+"""The API's answer when Kafka did not take a command: no outcome, nothing happened."""
+TIMEOUT_EVENT = "order_status_timeout"
+"""The API's answer when a command's outcome did not come within the reply timeout."""
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 

@@ -4,11 +4,12 @@ reading a whole topic back."""
 from __future__ import annotations
 
 import time
-import uuid
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from services.core.kafka_config import assign_only_reader
 from services.core.messages import ChangeStatus, CreateOrder, encode
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 
@@ -44,19 +45,28 @@ def poll_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Me
     return [first, *rest]
 
 
-def read_to_end(
-    bootstrap_servers: str, topic: str, *, committed_only: bool = True, deadline_s: float = 30.0
-) -> list[Message]:
-    """Every message now in `topic`, partition by partition in offset order. The ends are fixed
-    first; transaction markers take offsets too, so a partition is done when the reader's position
-    reaches its end, not when its last message arrives. Raises TimeoutError past `deadline_s`."""
+class NotReadToEnd(TimeoutError):
+    """The topic was not read to its end in time; `unread` bounds the messages left."""
+
+    def __init__(self, topic: str, deadline_s: float, unread: int) -> None:
+        super().__init__(f"{topic} not read to its end within {deadline_s}s")
+        self.unread = unread
+
+
+def messages_to_end(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    committed_only: bool = True,
+    deadline_s: float = 30.0,
+    client_id: str = "orderstatus-reader",
+) -> Iterator[Message]:
+    """Every message now in `topic`, as consumed (in offset order per partition). The ends are
+    fixed first; transaction markers take offsets too, so a partition is done when the reader's
+    position reaches its end, not when its last message arrives. Raises NotReadToEnd past
+    `deadline_s`."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"orderstatus-reader-{uuid.uuid4().hex[:8]}",  # assigns only, never commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed" if committed_only else "read_uncommitted",
-        }
+        assign_only_reader(bootstrap_servers, client_id, committed_only=committed_only)
     )
     try:
         ends: dict[int, int] = {}
@@ -67,18 +77,31 @@ def read_to_end(
                 ends[p] = high
                 assignment.append(TopicPartition(topic, p, low))
         consumer.assign(assignment)
-        messages: list[Message] = []
         stop_at = time.monotonic() + deadline_s
         while ends:
             if time.monotonic() > stop_at:
-                raise TimeoutError(f"{topic} not read to its end within {deadline_s}s")
-            messages += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+                unread = sum(ends[p] - max(_position(consumer, topic, p), 0) for p in ends)
+                raise NotReadToEnd(topic, deadline_s, unread)
+            yield from (m for m in consumer.consume(1000, 0.2) if m.error() is None)
             for p in list(ends):
-                if consumer.position([TopicPartition(topic, p)])[0].offset >= ends[p]:
+                if _position(consumer, topic, p) >= ends[p]:
                     del ends[p]
-        return sorted(messages, key=position)
     finally:
         consumer.close()
+
+
+def _position(consumer: Consumer, topic: str, partition: int) -> int:
+    return int(consumer.position([TopicPartition(topic, partition)])[0].offset)
+
+
+def read_to_end(
+    bootstrap_servers: str, topic: str, *, committed_only: bool = True, deadline_s: float = 30.0
+) -> list[Message]:
+    """messages_to_end, partition by partition in offset order."""
+    messages = messages_to_end(
+        bootstrap_servers, topic, committed_only=committed_only, deadline_s=deadline_s
+    )
+    return sorted(messages, key=position)
 
 
 class CommandRecord(NamedTuple):

@@ -17,7 +17,12 @@ from services.core.statuses import OrderStatus
 SCHEMA_VERSION: Literal[1] = 1
 REASON_MAX_LENGTH = 500
 TEXT_PATTERN = r"^[^\x00]*$"
-"""PostgreSQL text cannot hold NUL: such input is refused at the door, not deep in the worker."""
+"""What the message contracts accept in text: PostgreSQL text cannot hold NUL. Kept as v1 released
+it, so commands already in the topic stay decodable across an upgrade (schemas/history)."""
+DISPLAY_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+"""What the API lets in (reasons, token subjects): no control characters (escapes and bells would
+reach terminals and staff screens as they are) and no bidirectional controls (they reorder what a
+reader sees). Refused at the door, with a 422 or 401, not deep in the worker."""
 
 
 class Contract(BaseModel):

@@ -127,6 +127,30 @@ class Settings(BaseSettings):
     api_event_stream_buffer: int = Field(
         1000, ge=1, description="Events queued per SSE stream; a slower client is cut off to resume"
     )
+    api_kafka_retry_backoff_ms: int = Field(
+        5,
+        ge=1,
+        description="retry.backoff.ms of the API's producer and results consumer (librdkafka's "
+        "default of 100 ms is paid by an HTTP answer whenever a request is retried)",
+    )
+    api_kafka_retry_backoff_max_ms: int = Field(
+        100, ge=1, description="retry.backoff.max.ms: the cap of the exponential retry backoff"
+    )
+    api_linger_ms: float = Field(
+        0, ge=0, description="linger.ms of the API's producer: 0 sends each command at once"
+    )
+    api_fetch_wait_max_ms: int = Field(
+        10, ge=0, description="fetch.wait.max.ms of the results consumer (bounds idle polling)"
+    )
+    api_processes: int = Field(
+        1, ge=1, description="Processes of `orderstatus api` (uvicorn workers) on one port"
+    )
+    api_results_partition: str = Field(
+        "all",
+        pattern=r"^(all|auto|[0-9]{1,6})$",
+        description="The results partition an API process reads: 'all' (every one), 'auto' (a "
+        "free one, by PostgreSQL advisory lock) or a number; see command_api/reply_partition.py",
+    )
 
     worker_id: str = Field("1", description="Stable per worker slot: names the transactional.id")
     worker_group_id: str = "order-status-worker"

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -25,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import Scope
 
-from services.core.jsonlog import OUTCOME_EVENTS
+from services.core.jsonlog import OUTCOME_EVENTS, TIMEOUT_EVENT, UNAVAILABLE_EVENT
 from services.observability import slis
 
 UNMATCHED = "unmatched"
@@ -34,32 +33,10 @@ UNMATCHED = "unmatched"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 """0.3 s is the runbook's PATCH p95 objective: the histogram must have that edge."""
 
-REQUESTS = Counter(
-    slis.REQUESTS.removesuffix("_total"),
-    "HTTP requests answered, by route template, method and status code",
-    ["route", "method", "status"],
-)
-DURATION = Histogram(
-    slis.DURATION,
-    "Time to answer an HTTP request, by route template and method",
-    ["route", "method"],
-    buckets=LATENCY_BUCKETS,
-)
-SERVER_ERRORS = Counter(
-    slis.SERVER_ERRORS.removesuffix("_total"),
-    "5xx answers by route template; every route starts at 0 so the first one is an increase",
-    ["route"],
-)
-COMMAND_OUTCOMES = Counter(
-    "orderstatus_api_command_outcomes",
-    "Commands answered by the API, by outcome (the worker's outcomes plus unavailable and timeout)",
-    ["outcome"],
-)
-
 OUTCOME_OF_EVENT = {
     **{evt: outcome.value for outcome, evt in OUTCOME_EVENTS.items()},
-    "order_status_unavailable": "unavailable",
-    "order_status_timeout": "timeout",
+    UNAVAILABLE_EVENT: "unavailable",
+    TIMEOUT_EVENT: "timeout",
 }
 
 
@@ -90,44 +67,75 @@ ANSWERS = ("200", "201", "202", "403", "404", "409", "500", "503", "504")
 first 409 or 5xx would otherwise be missed by the SLIs."""
 
 
-def initialise(routes: Iterable[BaseRoute]) -> None:
-    """Creates the series that rules take rate()/increase() of, so their first event counts."""
-    for template, methods in route_templates(routes):
-        SERVER_ERRORS.labels(template)
-        if template in NOT_API or template == "/metrics":
-            continue
-        for method in methods - {"HEAD", "OPTIONS"}:
-            for status in ANSWERS:
-                REQUESTS.labels(template, method, status)
-    for outcome in OUTCOME_OF_EVENT.values():
-        COMMAND_OUTCOMES.labels(outcome)
+class ApiMetrics:
+    """The API's collectors, registered in `registry` when the app is built (not at import), so
+    every app (and every test) has its own."""
 
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            slis.REQUESTS.removesuffix("_total"),
+            "HTTP requests answered, by route template, method and status code",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            slis.DURATION,
+            "Time to answer an HTTP request, by route template and method",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.server_errors = Counter(
+            slis.SERVER_ERRORS.removesuffix("_total"),
+            "5xx answers by route template; every route starts at 0 so the first one is an increase",
+            ["route"],
+            registry=self.registry,
+        )
+        self.command_outcomes = Counter(
+            "orderstatus_api_command_outcomes",
+            "Commands answered by the API, by outcome (the worker's outcomes plus unavailable and "
+            "timeout)",
+            ["outcome"],
+            registry=self.registry,
+        )
 
-def observe_request(
-    route: str, method: str, status: int, seconds: float, evt: str | None = None
-) -> None:
-    REQUESTS.labels(route, method, str(status)).inc()
-    DURATION.labels(route, method).observe(seconds)
-    if status >= 500:
-        SERVER_ERRORS.labels(route).inc()
-    outcome = OUTCOME_OF_EVENT.get(evt or "")
-    if outcome is not None:
-        COMMAND_OUTCOMES.labels(outcome).inc()
+    def initialise(self, routes: Iterable[BaseRoute]) -> None:
+        """Creates the series that rules take rate()/increase() of, so their first event counts."""
+        for template, methods in route_templates(routes):
+            self.server_errors.labels(template)
+            if template in NOT_API or template == "/metrics":
+                continue
+            for method in methods - {"HEAD", "OPTIONS"}:
+                for status in ANSWERS:
+                    self.requests.labels(template, method, status)
+        for outcome in OUTCOME_OF_EVENT.values():
+            self.command_outcomes.labels(outcome)
 
+    def observe_request(
+        self, route: str, method: str, status: int, seconds: float, evt: str | None = None
+    ) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.duration.labels(route, method).observe(seconds)
+        if status >= 500:
+            self.server_errors.labels(route).inc()
+        outcome = OUTCOME_OF_EVENT.get(evt or "")
+        if outcome is not None:
+            self.command_outcomes.labels(outcome).inc()
 
-def exposition() -> bytes:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    def exposition(self) -> bytes:
+        """This app's samples; in multiprocess mode the sum over every process's files."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
+    def mount(self, app: Starlette) -> None:
+        """Serves /metrics on the app's own port; call after the routes are included."""
+        self.initialise(app.routes)
 
-async def metrics_endpoint(_request: Request) -> Response:
-    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+        async def metrics_endpoint(_request: Request) -> Response:
+            return Response(self.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-
-def mount_metrics(app: Starlette) -> None:
-    """Serves /metrics on the app's own port; call after the routes are included."""
-    initialise(app.routes)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+        app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

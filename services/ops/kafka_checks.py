@@ -3,12 +3,9 @@ messages wait in the dead-letter topic."""
 
 from __future__ import annotations
 
-import time
-import uuid
-
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from services.core.kafka_records import NotReadToEnd, messages_to_end
 from services.core.settings import Settings
 from services.observability.kafka_lag import (
     PartitionLag,
@@ -56,43 +53,15 @@ def count_messages(settings: Settings, topic: str, deadline_s: float = 10.0) -> 
     """Messages in `topic` as a read_committed reader sees them (transaction markers take offsets
     too, so high - low overcounts). Returns (count, exact): past the deadline the count so far plus
     the offsets not yet read, an upper bound."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"orderstatus-doctor-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    counted = 0
     try:
-        partitions = command_partitions(consumer, topic)
-        ends: dict[int, int] = {}
-        assignment = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-            if high > low:
-                ends[p] = high
-                assignment.append(TopicPartition(topic, p, low))
-        if not assignment:
-            return 0, True
-        consumer.assign(assignment)
-        counted = 0
-        stop_at = time.monotonic() + deadline_s
-        pending = set(ends)
-        while pending and time.monotonic() < stop_at:
-            for message in consumer.consume(1000, 0.2):
-                if message.error() is None:
-                    counted += 1
-            for p in list(pending):
-                position = consumer.position([TopicPartition(topic, p)])[0].offset
-                if position >= ends[p]:
-                    pending.discard(p)
-        if not pending:
-            return counted, True
-        rest = sum(
-            ends[p] - max(consumer.position([TopicPartition(topic, p)])[0].offset, 0)
-            for p in pending
-        )
-        return counted + rest, False
-    finally:
-        consumer.close()
+        for _ in messages_to_end(
+            settings.kafka_bootstrap_servers,
+            topic,
+            deadline_s=deadline_s,
+            client_id="orderstatus-doctor",
+        ):
+            counted += 1
+    except NotReadToEnd as late:
+        return counted + late.unread, False
+    return counted, True

@@ -217,11 +217,12 @@ def _check_duplicated(evidence: Evidence, verdict: Verdict) -> None:
                 f"key {request.key}: {len(request.command_ids)} commands {sorted(request.command_ids)}"
             )
     # Every published command comes from one attempt of one keyed request (rid = key.attempt):
-    # two of them applied for one key means a retry did the work twice.
+    # two of them applied for one key means a retry did the work twice. A retry may publish the
+    # same command again (same id, after an unconfirmed publish): that is one command.
     applied_per_key: Counter[str] = Counter()
     evidence_inbox = {o.command_id: o for o in evidence.inbox}
     inbox = {o.command_id: o.outcome for o in evidence.inbox}
-    for command in evidence.commands:
+    for command in {c.command_id: c for c in evidence.commands}.values():
         if inbox.get(command.command_id) == Outcome.APPLIED:
             applied_per_key[command.rid.rsplit(".", 1)[0]] += 1
     for key, n in applied_per_key.items():

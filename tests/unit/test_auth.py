@@ -277,3 +277,10 @@ def test_an_unreachable_key_set_is_not_the_callers_fault() -> None:
         url = server.url
     with pytest.raises(KeysUnavailable):
         jwks_verifier(url).verify(RSA.sign(claims("alice")))
+
+
+@pytest.mark.parametrize("sub", ["two\nlines", "tab\there", "esc\x1b[31m", "rtl\u202eoverride"])
+def test_a_subject_with_control_or_bidi_characters_is_refused(sub: str) -> None:
+    """Callers are keyed by newline-joined `role:sub` and restaurants (dispatch.caller_of)."""
+    with pytest.raises(InvalidToken):
+        TokenVerifier(SETTINGS).verify(hs(valid(sub=sub)))

@@ -71,15 +71,16 @@ def test_the_dashboard_datasources_are_provisioned() -> None:
 
 
 INCREMENT = """
-from services.observability.api_metrics import observe_request
+from services.observability.api_metrics import ApiMetrics
+metrics = ApiMetrics()
 for _ in range({n}):
-    observe_request("/orders/{{order_id}}/status", "PATCH", 409, 0.05, "order_status_conflict")
+    metrics.observe_request("/orders/{{order_id}}/status", "PATCH", 409, 0.05, "order_status_conflict")
 """
 
 EXPOSE = """
 import sys
-from services.observability.api_metrics import exposition
-sys.stdout.write(exposition().decode())
+from services.observability.api_metrics import ApiMetrics
+sys.stdout.write(ApiMetrics().exposition().decode())
 """
 
 
