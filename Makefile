@@ -82,8 +82,8 @@ test: migrate ## infra + migrations, then pytest (PYTEST_ARGS=...); tests start 
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff format --check, ruff check, mypy
-	$(BIN)/ruff format --check services tests
-	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests bench
+	$(BIN)/ruff check services tests bench
 	$(BIN)/mypy
 
 chaos: install ## Fault-injection run on its own Kafka + PostgreSQL (CHAOS_ARGS="--rounds 12 ...")

@@ -1,0 +1,63 @@
+"""The baseline answers the PATCH contract like the project does (a measuring stick that cut
+corners would flatter itself): applied, stale version, invalid transition, another restaurant's
+order, a missing order, no token."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.seed import Tenant, seed
+from services.core.settings import Settings
+from tests.bench.systems import BaselineProcess
+from tests.stack import isolated_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def baseline(base_settings: Settings, log_dir: Path) -> Iterator[tuple[httpx.Client, list[Tenant]]]:
+    with isolated_settings(base_settings) as settings:
+        tenants = seed(settings, restaurants=2, orders_per_restaurant=3)
+        process = BaselineProcess(settings, log_dir)
+        process.start()
+        try:
+            with httpx.Client(base_url=process.url, timeout=10) as client:
+                yield client, tenants
+        finally:
+            process.terminate()
+
+
+def patch(client: httpx.Client, tenant: Tenant, order: uuid.UUID, **body: object) -> httpx.Response:
+    return client.patch(
+        f"/orders/{order}/status",
+        json=body,
+        headers={"Authorization": f"Bearer {tenant.token}"},
+    )
+
+
+def test_applied_then_stale_then_invalid(baseline: tuple[httpx.Client, list[Tenant]]) -> None:
+    client, (tenant, _) = baseline
+    order = tenant.orders[0]
+    applied = patch(client, tenant, order, status="accepted", expected_version=1)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["status"] == "accepted" and applied.json()["version"] == 2
+    stale = patch(client, tenant, order, status="preparing", expected_version=1)
+    assert stale.status_code == 409 and stale.json()["current_version"] == 2
+    invalid = patch(client, tenant, order, status="pending")
+    assert invalid.status_code == 409 and invalid.json()["current_status"] == "accepted"
+
+
+def test_other_restaurant_missing_and_unauthenticated(
+    baseline: tuple[httpx.Client, list[Tenant]],
+) -> None:
+    client, (mine, theirs) = baseline
+    assert patch(client, mine, theirs.orders[0], status="accepted").status_code == 403
+    assert patch(client, mine, uuid.uuid4(), status="accepted").status_code == 404
+    anonymous = client.patch(f"/orders/{mine.orders[1]}/status", json={"status": "accepted"})
+    assert anonymous.status_code == 401
+    assert patch(client, theirs, theirs.orders[0], status="accepted").status_code == 200
