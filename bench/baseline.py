@@ -89,7 +89,7 @@ async def write(conn: AsyncConnection[Any], command: ChangeStatus, decision: Dec
     )
 
 
-def answer(decision: Decision) -> JSONResponse:
+def answer(decision: Decision, instance: str) -> JSONResponse:
     order = decision.order
     if decision.applied:
         assert order is not None
@@ -97,7 +97,13 @@ def answer(decision: Decision) -> JSONResponse:
     extra: dict[str, Any] = {}
     if decision.outcome is Outcome.CONFLICT and order is not None:
         extra = {"current_status": order.status.value, "current_version": order.version}
-    return problem(STATUS_OF[decision.outcome], decision.outcome.value, decision.detail, **extra)
+    return problem(
+        STATUS_OF[decision.outcome],
+        decision.outcome.value,
+        decision.detail,
+        instance=instance,
+        **extra,
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -141,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
             decision = decide(await lookup(conn, order_id), command, now)
             if decision.applied:
                 await write(conn, command, decision)
-        return answer(decision)
+        return answer(decision, request.url.path)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

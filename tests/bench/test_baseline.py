@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from bench.seed import Tenant, seed
+from bench.wrk import run_wrk, write_orders
 from services.core.settings import Settings
 from tests.bench.systems import BaselineProcess
 from tests.stack import isolated_settings
@@ -61,3 +63,25 @@ def test_other_restaurant_missing_and_unauthenticated(
     anonymous = client.patch(f"/orders/{mine.orders[1]}/status", json={"status": "accepted"})
     assert anonymous.status_code == 401
     assert patch(client, theirs, theirs.orders[0], status="accepted").status_code == 200
+
+
+def test_wrk_counts_what_the_database_applied(
+    base_settings: Settings, log_dir: Path, tmp_path: Path
+) -> None:
+    """bench/wrk.lua: every request a distinct pending order moved to accepted; the answers it
+    counts are the changes PostgreSQL holds."""
+    with isolated_settings(base_settings) as settings:
+        tenants = seed(settings, restaurants=2, orders_per_restaurant=2000)
+        process = BaselineProcess(settings, log_dir)
+        process.start()
+        try:
+            orders = write_orders(tmp_path / "orders.txt", tenants)
+            result = run_wrk(process.url, orders, mode="fresh", connections=4, seconds=1)
+        finally:
+            process.terminate()
+        with psycopg.connect(settings.admin_url) as conn:
+            row = conn.execute("SELECT count(*) FROM orders WHERE status = 'accepted'").fetchone()
+    assert result.requests > 0
+    assert result.statuses == {200: result.requests}
+    # wrk stops on time with up to one request per connection in flight: applied, not counted.
+    assert row is not None and 0 <= row[0] - result.requests <= 4
