@@ -22,10 +22,3 @@ INSERT INTO order_status_events
 VALUES (%(order_id)s, %(restaurant_id)s, %(from_status)s, %(to_status)s, %(version)s,
         %(command_id)s, %(actor)s, %(reason)s, %(now)s)
 """
-
-# bench/seed.py, as the owner: pending orders straight into the table both systems read, one
-# statement per restaurant (COPY is refused under row-level security).
-INSERT_PENDING_ORDERS: LiteralString = """
-INSERT INTO orders (id, restaurant_id, status, version, created_at, updated_at)
-SELECT id, %(restaurant_id)s, 'pending', 1, now(), now() FROM unnest(%(ids)s::uuid[]) AS id
-"""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.seed import Tenant
+from services.loadgen import Tenant
 
 SCRIPT = Path(__file__).with_name("wrk.lua")
 Mode = Literal["fresh", "hot"]

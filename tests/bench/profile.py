@@ -17,9 +17,9 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from bench.seed import seed
 from bench.wrk import WrkResult, run_wrk, write_orders
 from services.core.settings import Settings
+from services.loadgen import seed
 from tests.stack import ServiceProcess, free_port, isolated_settings
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))

@@ -12,9 +12,9 @@ import httpx
 import psycopg
 import pytest
 
-from bench.seed import Tenant, seed
 from bench.wrk import run_wrk, write_orders
 from services.core.settings import Settings
+from services.loadgen import Mix, Tenant, run_load, seed
 from tests.bench.systems import BaselineProcess
 from tests.stack import isolated_settings
 
@@ -85,3 +85,33 @@ def test_wrk_counts_what_the_database_applied(
     assert result.statuses == {200: result.requests}
     # wrk stops on time with up to one request per connection in flight: applied, not counted.
     assert row is not None and 0 <= row[0] - result.requests <= 4
+
+
+def test_open_loop_load_answers_every_request_and_counts_what_was_applied(
+    base_settings: Settings, log_dir: Path
+) -> None:
+    """services/loadgen.py against the baseline: all requests sent on schedule get an answer,
+    the 403s are the cross-tenant share, and its 200s are the events PostgreSQL holds."""
+    with isolated_settings(base_settings) as settings:
+        tenants = seed(settings, restaurants=3, orders_per_restaurant=100)
+        process = BaselineProcess(settings, log_dir)
+        process.start()
+        try:
+            report = run_load(
+                process.url,
+                tenants,
+                rate=150,
+                seconds=2,
+                mix=Mix(stale=0.2, cross_tenant=0.2),
+                connections=16,
+            )
+        finally:
+            process.terminate()
+        with psycopg.connect(settings.admin_url) as conn:
+            row = conn.execute("SELECT count(*) FROM order_status_events").fetchone()
+    summary = report.summary()
+    assert summary["sent"] == 300 and summary["answered"] == 300, summary
+    assert set(report.statuses) <= {200, 403, 409}, summary
+    assert 30 < report.statuses[403] < 90, summary
+    assert report.statuses[409] > 0
+    assert row is not None and row[0] == report.statuses[200]
