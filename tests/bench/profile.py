@@ -101,6 +101,56 @@ def report(
     return lines
 
 
+def profile(
+    settings: Settings,
+    api: ServiceProcess,
+    worker: ServiceProcess,
+    work: Path,
+    *,
+    seconds: float,
+    connections: int = 32,
+    top: int = 12,
+) -> list[str]:
+    """Samples the running `api` and `worker` under wrk load; the report as Markdown lines."""
+    tenants = seed(settings, restaurants=4, orders_per_restaurant=int(1_000 * seconds))
+    orders = write_orders(work / "profile-orders.txt", tenants)
+    url = f"http://127.0.0.1:{settings.api_port}"
+    load: list[WrkResult] = []
+    wrk_seconds = 2 * seconds + 6
+    driver = threading.Thread(
+        target=lambda: load.append(
+            run_wrk(url, orders, mode="fresh", connections=connections, seconds=wrk_seconds)
+        )
+    )
+    driver.start()
+    threading.Event().wait(2)  # warm-up
+    samples: dict[tuple[str, bool], Path] = {}
+    for idle in (True, False):
+        spies = []
+        for name, process in (("api", api), ("worker", worker)):
+            assert process.process is not None
+            out = work / f"{name}-{'all' if idle else 'gil'}.txt"
+            samples[(name, idle)] = out
+            spies.append(record(process.process.pid, seconds, out, idle=idle))
+        for spy in spies:
+            spy.wait(seconds + 30)
+    driver.join(wrk_seconds + 40)
+    lines = ["## Profile (py-spy) under closed-loop wrk load", ""]
+    if load:
+        figures = load[0].summary()
+        lines += [
+            f"Load: wrk, {connections} connections, each request a distinct pending order "
+            f"moved to accepted: {figures['requests_per_s']} PATCH/s, p50 {figures['p50_ms']} ms, "
+            f"p95 {figures['p95_ms']} ms, statuses {figures['statuses']}.",
+            f"Sampling: {RATE}/s, {seconds:g} s with idle stacks (`--idle`), then {seconds:g} s "
+            "of stacks holding the GIL only (`--gil`); `py-spy record --format raw --threads`.",
+            "",
+        ]
+    for name in ("api", "worker"):
+        lines += report(name, stacks(samples[(name, True)]), stacks(samples[(name, False)]), top)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="per sampling phase")
@@ -112,52 +162,21 @@ def main() -> None:
         raise SystemExit("wrk is not installed: deploy/local/bench-tools.sh install")
     work = Path(tempfile.mkdtemp(prefix="orderstatus-profile-"))
     with isolated_settings(Settings()) as settings:
-        tenants = seed(settings, restaurants=4, orders_per_restaurant=15_000)
-        orders = write_orders(work / "orders.txt", tenants)
         worker = ServiceProcess("worker", settings, work, worker_metrics_port=free_port()).start()
         api = ServiceProcess("api", settings, work, log_level="WARNING").start()
-        url = f"http://127.0.0.1:{settings.api_port}"
-        load: list[WrkResult] = []
-        wrk_seconds = 2 * args.seconds + 6
-        driver = threading.Thread(
-            target=lambda: load.append(
-                run_wrk(
-                    url, orders, mode="fresh", connections=args.connections, seconds=wrk_seconds
-                )
-            )
-        )
         try:
-            driver.start()
-            threading.Event().wait(2)  # warm-up
-            samples: dict[tuple[str, bool], Path] = {}
-            for idle in (True, False):
-                spies = []
-                for name, process in (("api", api), ("worker", worker)):
-                    assert process.process is not None
-                    out = work / f"{name}-{'all' if idle else 'cpu'}.txt"
-                    samples[(name, idle)] = out
-                    spies.append(record(process.process.pid, args.seconds, out, idle=idle))
-                for spy in spies:
-                    spy.wait(args.seconds + 30)
-            driver.join(wrk_seconds + 40)
+            lines = profile(
+                settings,
+                api,
+                worker,
+                work,
+                seconds=args.seconds,
+                connections=args.connections,
+                top=args.top,
+            )
         finally:
             api.terminate()
             worker.terminate()
-    lines = ["## Profile (py-spy) under closed-loop wrk load", ""]
-    if load:
-        figures = load[0].summary()
-        lines += [
-            f"Load: wrk, {args.connections} connections, each request a distinct pending order "
-            f"moved to accepted: {figures['requests_per_s']} PATCH/s, p50 {figures['p50_ms']} ms, "
-            f"p95 {figures['p95_ms']} ms, statuses {figures['statuses']}.",
-            f"Sampling: {RATE}/s, {args.seconds:g} s with idle stacks, then {args.seconds:g} s "
-            "running stacks only (`py-spy record --format raw --threads [--idle]`).",
-            "",
-        ]
-    for name in ("api", "worker"):
-        lines += report(
-            name, stacks(samples[(name, True)]), stacks(samples[(name, False)]), args.top
-        )
     text = "\n".join(lines)
     print(text)
     print(f"raw samples: {work}")

@@ -47,7 +47,10 @@ NOTES_BEGIN, NOTES_END = "<!-- notes: kept by make bench -->", "<!-- /notes -->"
 KNEE_P95_MS = 300.0
 KNEE_NON_5XX = 0.999
 STEPS = ("accepted", "preparing", "ready", "completed")
-PHASES = ("ceiling", "sweep", "closed", "hot", "drain")
+PHASES = ("ceiling", "closed", "sweep", "hot", "profile", "drain")
+SETTLE_S = 5.0
+BUDGET_S = 14 * 60
+"""make bench stops starting phases when less than their share of this is left."""
 
 
 @dataclass
@@ -81,6 +84,9 @@ class Results:
     closed: dict[str, dict[str, Any]] = field(default_factory=dict)
     drain: dict[str, Any] = field(default_factory=dict)
     rss: dict[str, float] = field(default_factory=dict)
+    profile: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    load_before: str = ""
     seconds: float = 0.0
 
 
@@ -165,23 +171,30 @@ def phase_ceiling(plan: Plan, log_dir: Path, results: Results) -> None:
         trivial.wait(10)
 
 
-def phase_sweep(sys_: Systems, plan: Plan, results: Results) -> None:
+def phase_sweep(sys_: Systems, plan: Plan, results: Results, budget: Budget) -> None:
     for system in ("baseline", "project"):
         say(f"rate sweep, {system} (open loop, {plan.step_s:g} s per step)")
         steps: list[dict[str, Any]] = []
         failures = 0
         for rate in plan.rates:
+            # A step: its seconds, the drain of a late tail, seeding; the rest waits its turn.
+            if not budget.allows(plan.step_s + 20 + 240, f"sweep {system} {rate:g}/s", results):
+                break
             summary = open_loop(sys_, system, rate, plan.step_s, plan)
             steps.append(summary)
             say(f"  {row_of(summary)}")
             failures = 0 if knee_ok(summary) else failures + 1
+            if failures:
+                time.sleep(SETTLE_S)  # let the backlog of an overloaded step clear first
             if failures >= 2:
                 break
         results.sweep[system] = steps
-    knee = knee_of(results.sweep["project"])
+    knee = knee_of(results.sweep.get("project", []))
     for system in ("baseline", "project"):
-        done = {s["rate"] for s in results.sweep[system]}
+        done = {s["rate"] for s in results.sweep.get(system, [])}
         for rate in {1000.0, *([knee] if knee else [])} - done:
+            if not budget.allows(plan.step_s + 20 + 240, f"{system} at {rate:g}/s", results):
+                continue
             say(f"  {system} at {rate:g}/s (not reached by the sweep)")
             results.extra[f"{system}@{rate:g}"] = open_loop(sys_, system, rate, plan.step_s, plan)
 
@@ -207,6 +220,19 @@ def phase_closed(sys_: Systems, plan: Plan, results: Results, work: Path, hot: b
             say(f"  wrk {name} {system}: {row_of(summary)}")
 
 
+def phase_profile(sys_: Systems, plan: Plan, results: Results, work: Path) -> None:
+    say(f"profile: py-spy on the API and the worker under wrk load (2 x {plan.wrk_s:g} s)")
+    from tests.bench.profile import profile
+
+    results.profile = profile(
+        sys_.settings,
+        sys_.processes["api"],
+        sys_.processes["worker"],
+        work,
+        seconds=plan.wrk_s,
+    )
+
+
 def preload(settings: Settings, commands: int) -> list[Any]:
     orders = commands // (1 + len(STEPS))
     records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
@@ -223,7 +249,9 @@ def preload(settings: Settings, commands: int) -> list[Any]:
     return sequence
 
 
-def phase_drain(base: Settings, log_dir: Path, plan: Plan, results: Results) -> None:
+def phase_drain(
+    base: Settings, log_dir: Path, plan: Plan, results: Results, budget: Budget
+) -> None:
     say(f"worker backlog drain ({plan.drain_commands} commands preloaded in Kafka)")
     with isolated_settings(base) as settings:
         total = len(preload(settings, plan.drain_commands))
@@ -233,7 +261,7 @@ def phase_drain(base: Settings, log_dir: Path, plan: Plan, results: Results) -> 
         done = 0
         try:
             with psycopg.connect(settings.admin_url, autocommit=True) as conn:
-                deadline = started + 300
+                deadline = started + min(300, max(30, budget.left() - 60))
                 while done < total and time.monotonic() < deadline:
                     time.sleep(0.05)
                     row = conn.execute("SELECT count(*) FROM command_outcomes").fetchone()
@@ -251,13 +279,13 @@ def phase_drain(base: Settings, log_dir: Path, plan: Plan, results: Results) -> 
         "worker_peak_rss_mb": rss,
     }
     say(f"  worker, guarantees on: {results.drain['worker']}")
-    results.drain["raw_sql"] = raw_sql_limit(base, plan)
+    results.drain["raw_sql"] = raw_sql_limit(base, plan, max(20, min(120, budget.left() - 20)))
     say(f"  the worker's SQL straight on PostgreSQL: {results.drain['raw_sql']}")
 
 
-def raw_sql_limit(base: Settings, plan: Plan) -> dict[str, Any]:
+def raw_sql_limit(base: Settings, plan: Plan, seconds: float) -> dict[str, Any]:
     """The physical limit of the worker's database work: its own apply_batch, in batches of
-    WORKER_BATCH_MAX on one connection, with no Kafka at all."""
+    WORKER_BATCH_MAX on one connection, with no Kafka at all; stops after `seconds`."""
     try:
         from services.status_worker.db import Incoming, apply_batch
     except ImportError as exc:  # the worker's module changed shape: say so, measure nothing
@@ -269,16 +297,21 @@ def raw_sql_limit(base: Settings, plan: Plan) -> dict[str, Any]:
             commands += [create, *(change_command(create.order_id, s) for s in STEPS)]
         items = [Incoming(c, 0, n) for n, c in enumerate(commands)]
         size = settings.worker_batch_max
+        applied = 0
         with psycopg.connect(settings.database_url) as conn:
             started = time.monotonic()
             for first in range(0, len(items), size):
-                apply_batch(conn, items[first : first + size], datetime.now(UTC), isolate=False)
+                if time.monotonic() - started > seconds:
+                    break
+                batch = items[first : first + size]
+                apply_batch(conn, batch, datetime.now(UTC), isolate=False)
+                applied += len(batch)
             elapsed = time.monotonic() - started
     return {
-        "commands": len(items),
+        "commands": applied,
         "batch": size,
         "seconds": round(elapsed, 2),
-        "commands_per_s": round(len(items) / elapsed, 1),
+        "commands_per_s": round(applied / elapsed, 1),
     }
 
 
@@ -323,18 +356,22 @@ def at_rate(results: Results, system: str, rate: float | None) -> dict[str, Any]
     return results.extra.get(f"{system}@{rate:g}")
 
 
-def machine() -> str:
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine(results: Results) -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {mem_kb // 1024 // 1024} GiB, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}; "
-        f"load average at the end {load} (1/5/15 min)"
+        f"load average (1/5/15 min) {results.load_before} at the start, {load_average()} at "
+        "the end"
     )
 
 
@@ -352,7 +389,7 @@ def report(results: Results, command: str) -> list[str]:
         "of the closed-loop runs is a distinct pending order moved to accepted (an applied change).",
         "",
         f"- date: {results.started:%Y-%m-%d %H:%M} UTC, {results.seconds:.0f} s; commit {commit}",
-        f"- machine: {machine()}",
+        f"- machine: {machine(results)}",
         f"- command: `{command}`",
         "",
     ]
@@ -494,6 +531,8 @@ def report(results: Results, command: str) -> list[str]:
             f"- worker / raw SQL: {ratio}",
             "",
         ]
+    if results.skipped:
+        lines += ["Skipped for the time budget: " + ", ".join(results.skipped), ""]
     if results.rss:
         lines += [
             "## Peak memory (VmHWM) after the load phases",
@@ -501,6 +540,8 @@ def report(results: Results, command: str) -> list[str]:
             *(f"- {name}: {mb} MB" for name, mb in results.rss.items()),
             "",
         ]
+    if results.profile:
+        lines += [*results.profile, ""]
     return lines
 
 
@@ -514,6 +555,23 @@ def write_doc(lines: list[str]) -> None:
     DOC.write_text("\n".join([*lines, notes, ""]))
 
 
+class Budget:
+    """make bench's 15 minutes: a phase starts only if its worst case still fits."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def allows(self, seconds: float, what: str, results: Results) -> bool:
+        if self.left() >= seconds:
+            return True
+        results.skipped.append(what)
+        say(f"  skipped (time budget): {what}")
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short steps, for development")
@@ -525,26 +583,38 @@ def main() -> None:
     plan = Plan.of(args.quick)
     base = Settings()
     log_dir = Path(tempfile.mkdtemp(prefix="orderstatus-bench-"))
-    work = log_dir
-    results = Results()
+    results = Results(load_before=load_average())
+    budget = Budget(BUDGET_S)
     started = time.monotonic()
     if "ceiling" in phases:
         phase_ceiling(plan, log_dir, results)
-    if phases & {"sweep", "closed", "hot"}:
+    if phases & {"sweep", "closed", "hot", "profile"}:
         with systems(base, log_dir) as sys_:
-            steps: list[tuple[str, Callable[[], None]]] = [
-                ("closed", lambda: phase_closed(sys_, plan, results, work, hot=False)),
-                ("sweep", lambda: phase_sweep(sys_, plan, results)),
-                ("hot", lambda: phase_closed(sys_, plan, results, work, hot=True)),
+            steps: list[tuple[str, float, Callable[[], None]]] = [
+                (
+                    "closed",
+                    8 * plan.wrk_s,
+                    lambda: phase_closed(sys_, plan, results, log_dir, hot=False),
+                ),
+                ("sweep", 60, lambda: phase_sweep(sys_, plan, results, budget)),
+                (
+                    "hot",
+                    4 * plan.wrk_s,
+                    lambda: phase_closed(sys_, plan, results, log_dir, hot=True),
+                ),
+                (
+                    "profile",
+                    4 * plan.wrk_s + 60,
+                    lambda: phase_profile(sys_, plan, results, log_dir),
+                ),
             ]
-            for name, run in steps:
-                if name in phases:
-                    if name != "sweep":
-                        say(f"closed loop with wrk ({name}, {plan.wrk_s:g} s per run)")
+            for name, worst_s, run in steps:
+                # The drain needs its share too: keep 4 minutes for it.
+                if name in phases and budget.allows(worst_s + 240, name, results):
                     run()
             results.rss = {name: peak_rss_mb(p) for name, p in sys_.processes.items()}
-    if "drain" in phases:
-        phase_drain(base, log_dir, plan, results)
+    if "drain" in phases and budget.allows(60, "drain", results):
+        phase_drain(base, log_dir, plan, results, budget)
         results.rss["worker (drain)"] = results.drain["worker"]["worker_peak_rss_mb"]
     results.seconds = time.monotonic() - started
     command = "make bench" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
