@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import multiprocessing
 import random
 import re
 import time
@@ -383,8 +384,54 @@ async def run_open_loop(
     return report
 
 
-def run_load(url: str, tenants: list[Tenant], **options: Any) -> LoadReport:
-    """run_open_loop on uvloop (as the services run): the generator must outpace the server."""
+def run_load(url: str, tenants: list[Tenant], *, processes: int = 1, **options: Any) -> LoadReport:
+    """run_open_loop on uvloop (as the services run). With `processes` > 1, that many forked
+    generators each send rate/processes on their own share of the orders (for rates one Python
+    process cannot hold on schedule), and their reports are merged."""
     import uvloop
 
-    return uvloop.run(run_open_loop(url, tenants, **options))
+    if processes <= 1:
+        return uvloop.run(run_open_loop(url, tenants, **options))
+    progress: Progress | None = options.pop("progress", None)
+    rate, seconds = options["rate"], options["seconds"]
+    share_options = options | {
+        "rate": rate / processes,
+        "connections": max(1, options.get("connections", 256) // processes),
+    }
+    shares = _split(tenants, processes)
+    context = multiprocessing.get_context("fork")
+    started = time.perf_counter()
+    with context.Pool(processes) as pool:
+        pending = pool.starmap_async(
+            _run_share, [(url, share, share_options, n) for n, share in enumerate(shares)]
+        )
+        while not pending.ready():
+            pending.wait(0.2)
+            if progress is not None:
+                elapsed = min(seconds, time.perf_counter() - started)
+                progress(elapsed, LoadReport(rate, seconds, sent=int(elapsed * rate)))
+        parts = pending.get()
+    merged = LoadReport(rate=rate, seconds=seconds)
+    for part in parts:
+        merged.latencies += part.latencies
+        merged.statuses.update(part.statuses)
+        merged.errors.update(part.errors)
+        merged.sent += part.sent
+        merged.elapsed = max(merged.elapsed, part.elapsed)
+        merged.cpu_s += part.cpu_s
+        merged.max_send_lag_s = max(merged.max_send_lag_s, part.max_send_lag_s)
+    return merged
+
+
+def _run_share(url: str, tenants: list[Tenant], options: dict[str, Any], n: int) -> LoadReport:
+    import uvloop
+
+    return uvloop.run(run_open_loop(url, tenants, seed_value=n + 1, **options))
+
+
+def _split(tenants: list[Tenant], parts: int) -> list[list[Tenant]]:
+    """Every tenant's orders dealt round-robin over `parts` (each keeps its restaurants)."""
+    return [
+        [Tenant(t.restaurant_id, t.staff_sub, t.token, t.orders[n::parts]) for t in tenants]
+        for n in range(parts)
+    ]

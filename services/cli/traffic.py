@@ -35,6 +35,9 @@ def register(commands: Any) -> None:
         "--cross-tenant", type=float, default=0.0, help="share with another restaurant's token"
     )
     load.add_argument("--connections", type=int, default=256, help="most open at once")
+    load.add_argument(
+        "--processes", type=int, default=1, help="generator processes sharing the rate"
+    )
     load.add_argument("--json", action="store_true", help="print the figures as JSON")
     load.set_defaults(run=run_load)
 
@@ -61,6 +64,7 @@ def run_load(settings: Settings, args: argparse.Namespace) -> int:
         "seconds": args.seconds,
         "mix": mix,
         "connections": args.connections,
+        "processes": args.processes,
     }
     url = api_url(settings, args.url)
     if args.json:

@@ -8,7 +8,7 @@ import re
 import uuid
 from collections import Counter
 
-from services.loadgen import Mix, Requests, Tenant
+from services.loadgen import Mix, Requests, Tenant, _split
 
 PATCH = re.compile(
     rb"PATCH /orders/([0-9a-f-]+)/status HTTP/1.1\r\n.*Bearer (\S+)\r\n.*\r\n\r\n(.*)", re.S
@@ -77,3 +77,11 @@ def test_a_conflict_resets_the_plan_to_the_servers_version() -> None:
         ).encode(),
     )
     assert parsed(requests.next())[2] == {"status": "completed", "expected_version": 7}
+
+
+def test_shares_of_several_processes_split_the_orders_and_keep_the_restaurants() -> None:
+    people = tenants(restaurants=3, orders=10)
+    shares = _split(people, 3)
+    dealt = [o for share in shares for t in share for o in t.orders]
+    assert sorted(dealt) == sorted(o for t in people for o in t.orders)
+    assert all([t.token for t in share] == [t.token for t in people] for share in shares)
