@@ -34,10 +34,33 @@ class BaselineProcess(ServiceProcess):
             return False
 
 
-def peak_rss_mb(process: ServiceProcess) -> float:
-    """VmHWM: the most resident memory the process ever had."""
-    assert process.process is not None
-    for line in Path(f"/proc/{process.process.pid}/status").read_text().splitlines():
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+def peak_rss_mb(process: ServiceProcess) -> float:
+    """VmHWM, the most resident memory a process ever had: of the process, or of the largest of
+    its child processes when it has some (an API started with several worker processes)."""
+    assert process.process is not None
+    pid = process.process.pid
+    sizes = [_vm_hwm_mb(p) for p in (pid, *_descendants(pid))]
+    return max((size for size in sizes if size == size), default=float("nan"))  # NaN: gone
