@@ -583,7 +583,7 @@ def report(results: Results, command: str) -> list[str]:
         lines += ["Skipped for the time budget: " + ", ".join(results.skipped), ""]
     if results.rss:
         lines += [
-            "## Peak memory (VmHWM) after the load phases",
+            "## Peak memory (VmHWM of the largest process of each) after the load phases",
             "",
             *(f"- {name}: {mb} MB" for name, mb in results.rss.items()),
             "",
