@@ -11,6 +11,7 @@ BIN := $(VENV)/bin
 LOCAL := deploy/local
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
+BENCH_ARGS ?=
 
 # Defaults for the Python processes; the environment wins over each of them.
 KAFKA_PORT ?= 19092
@@ -93,15 +94,16 @@ test: migrate ## infra + migrations, then pytest (PYTEST_ARGS=...); tests start 
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff format --check, ruff check, mypy
-	$(BIN)/ruff format --check services tests
-	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests bench
+	$(BIN)/ruff check services tests bench
 	$(BIN)/mypy
 
 chaos: install ## Fault-injection run on its own Kafka + PostgreSQL (CHAOS_ARGS="--rounds 12 ...")
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
-bench: migrate ## Benchmark run (tests/bench)
-	$(BIN)/python -m tests.bench.run
+bench: migrate ## Project vs direct-PostgreSQL baseline, <= 15 min; writes docs/performance.md (BENCH_ARGS=--quick)
+	$(LOCAL)/bench-tools.sh install
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 dashboards: $(VENV)/.installed ## Regenerate deploy/grafana/dashboards from services/observability/dashboard.py
 	$(BIN)/python -m services.observability.dashboard

@@ -126,7 +126,7 @@ class ServiceProcess:
     def start(self, wait: bool = True) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [ORDERSTATUS, self.kind],
+            self.argv(),
             env=settings_env(self.settings),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -136,6 +136,9 @@ class ServiceProcess:
         if wait:
             self.wait_ready()
         return self
+
+    def argv(self) -> list[str]:
+        return [ORDERSTATUS, self.kind]
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

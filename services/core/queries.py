@@ -26,3 +26,10 @@ STAFF_OF_RESTAURANT: LiteralString = """
 SELECT user_id, granted_at, granted_by FROM restaurant_staff
 WHERE restaurant_id = %(restaurant_id)s ORDER BY user_id
 """
+
+# `orderstatus load` and `make bench`, as the owner: pending orders straight into the table, one
+# statement per restaurant (COPY is refused under row-level security).
+INSERT_PENDING_ORDERS: LiteralString = """
+INSERT INTO orders (id, restaurant_id, status, version, created_at, updated_at)
+SELECT id, %(restaurant_id)s, 'pending', 1, now(), now() FROM unnest(%(ids)s::uuid[]) AS id
+"""
