@@ -292,51 +292,30 @@ Applier = Callable[[list[Any], datetime], None]
 
 
 @contextmanager
-def worker_batch_applier(url: str) -> Iterator[Applier | None]:
-    """The worker's own batch of database work, whichever layout the worker has: its
-    service.apply_batch over a unit of work (issue 8's steps), or the older db.apply_batch.
-    Yields a function applying (commands, now) as one batch, or None if neither is there; its
-    connection is closed afterwards (the owner cannot drop a database the app role is in)."""
+def worker_batch_applier(url: str) -> Iterator[Applier]:
+    """The worker's own batch of database work (service.apply_batch over its unit of work): a
+    function applying (commands, now) as one batch. Its connection is closed afterwards (the owner
+    cannot drop a database the app role is in)."""
+    from services.status_worker import service
+    from services.status_worker.batch import Incoming
+    from services.status_worker.db import WorkerDatabase
+
+    database = WorkerDatabase(url)
+
+    def apply(commands: list[Any], now: datetime) -> None:
+        items = [Incoming(c, 0, n) for n, c in enumerate(commands)]
+        service.apply_batch(database.unit_of_work(), items, now, isolate=False)
+
     try:
-        from services.status_worker.batch import Incoming  # type: ignore[import-not-found, unused-ignore]
-
-        from services.status_worker import service  # type: ignore[attr-defined, unused-ignore]
-        from services.status_worker.db import WorkerDatabase
-
-        database: Any = WorkerDatabase(url)
-    except ImportError:
-        database = None
-    if database is not None:
-
-        def apply_new(commands: list[Any], now: datetime) -> None:
-            items = [Incoming(c, 0, n) for n, c in enumerate(commands)]
-            service.apply_batch(database.unit_of_work(), items, now, isolate=False)
-
-        try:
-            yield apply_new
-        finally:
-            database.reset()
-        return
-    from services.status_worker import db as old
-
-    if not hasattr(old, "apply_batch") or not hasattr(old, "Incoming"):
-        yield None
-        return
-    with psycopg.connect(url) as conn:
-
-        def apply_old(commands: list[Any], now: datetime) -> None:
-            items = [old.Incoming(c, 0, n) for n, c in enumerate(commands)]
-            old.apply_batch(conn, items, now, isolate=False)
-
-        yield apply_old
+        yield apply
+    finally:
+        database.reset()
 
 
 def raw_sql_limit(base: Settings, plan: Plan, seconds: float) -> dict[str, Any]:
     """The physical limit of the worker's database work: its own batch application, in batches
     of WORKER_BATCH_MAX on one connection, with no Kafka at all; stops after `seconds`."""
     with isolated_settings(base) as settings, worker_batch_applier(settings.database_url) as apply:
-        if apply is None:
-            return {"error": "the worker's batch application was not found"}
         commands: list[Any] = []
         for _ in range(plan.drain_commands // (1 + len(STEPS))):
             create = create_command(uuid.uuid4())
