@@ -41,6 +41,7 @@ install: $(VENV)/.installed ## Python venv + project, Kafka jars, PostgreSQL and
 	$(LOCAL)/kafka.sh install
 	$(LOCAL)/postgres.sh install
 	$(LOCAL)/prometheus.sh install
+	$(LOCAL)/chromium.sh install
 
 infra: install ## Start PostgreSQL, Kafka and Prometheus (each waits until ready)
 	$(LOCAL)/postgres.sh start
