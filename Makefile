@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed ## Python venv + project, Kafka jars, PostgreSQL and Prometheus packages
+install: $(VENV)/.installed ## Python venv + project, Kafka jars, PostgreSQL, Prometheus and Chromium packages
 	$(LOCAL)/kafka.sh install
 	$(LOCAL)/postgres.sh install
 	$(LOCAL)/prometheus.sh install
@@ -51,7 +51,7 @@ infra: install ## Start PostgreSQL, Kafka and Prometheus (each waits until ready
 migrate: infra ## Apply the database migrations
 	$(BIN)/orderstatus migrate
 
-up: migrate ## infra + migrations + topics + API and worker + demo
+up: migrate ## infra + migrations + topics + API, worker and figures app + demo
 	$(BIN)/orderstatus topics
 	$(LOCAL)/services.sh start all
 	$(BIN)/orderstatus demo
@@ -59,6 +59,7 @@ up: migrate ## infra + migrations + topics + API and worker + demo
 	@echo "Order Status is up:"
 	@echo "  API          http://127.0.0.1:$${API_PORT:-8000}   (/readyz, /metrics)"
 	@echo "  worker       http://127.0.0.1:$${WORKER_METRICS_PORT:-9101}/metrics"
+	@echo "  figures      http://127.0.0.1:$${FIGURES_PORT:-6066}/   (live page; JSON: /restaurants/<id>/figures, /metrics)"
 	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)"
 	@echo "  PostgreSQL   $(DATABASE_URL)"
 	@echo "  Prometheus   $(PROMETHEUS_URL)   (rules: deploy/prometheus/rules)"

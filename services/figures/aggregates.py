@@ -149,7 +149,7 @@ def percentile(buckets: list[int], q: float) -> float | None:
             upper = PREP_BOUNDS_S[index]
             if math.isinf(upper):
                 return lower
-            return lower + (upper - lower) * (rank - before) / count
+            return min(upper, lower + (upper - lower) * (rank - before) / count)
         before += count
     raise AssertionError("unreachable: rank <= total")
 

@@ -12,6 +12,7 @@ from services.core.statuses import FINAL_STATUSES
 from services.figures import aggregates as agg
 from services.figures import queries
 
+FLOAT_SLACK = 1e-9
 REFUSAL_TYPES = {"order_status_conflict": "conflicts", "order_status_forbidden": "forbidden"}
 
 
@@ -62,7 +63,7 @@ def differences(figures: dict[str, Any], expected: dict[str, Any]) -> list[str]:
         mine, theirs = prep[quantile], exact[quantile]
         if (mine is None) != (theirs is None):
             found.append(f"prep_time_s.{quantile}: figures {mine}, SQL {theirs}")
-        elif mine is not None and abs(mine - theirs) > agg.bucket_width(theirs):
+        elif mine is not None and abs(mine - theirs) > agg.bucket_width(theirs) + FLOAT_SLACK:
             found.append(
                 f"prep_time_s.{quantile}: figures {mine}, SQL {theirs} "
                 f"(more than the bucket width {agg.bucket_width(theirs)})"
