@@ -8,12 +8,12 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from services.cli import access, figures, messages, ops, processes, traffic
+from services.cli import access, events, figures, messages, ops, processes, traffic
 from services.core.settings import Settings
 
 Command = Callable[[Settings, argparse.Namespace], int | None]
 
-GROUPS: tuple[ModuleType, ...] = (access, processes, figures, traffic, messages, ops)
+GROUPS: tuple[ModuleType, ...] = (access, processes, figures, traffic, messages, events, ops)
 """Command groups, in the order `orderstatus --help` lists them."""
 
 
