@@ -35,8 +35,7 @@ def outcome_count(settings: Settings) -> int:
 
 def assert_each_order_walked_in_order(settings: Settings, orders: int) -> None:
     events = [
-        decode_cloud_event(m.value() or b"")
-        for m in read_topic(settings, settings.topics.events)
+        decode_cloud_event(m.value() or b"") for m in read_topic(settings, settings.topics.events)
     ]
     per_order: dict[uuid.UUID, list[int]] = {}
     for event in events:
