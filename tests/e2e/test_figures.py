@@ -25,7 +25,7 @@ from services.figures.check import differences, sql_figures
 from services.figures.kafka import delete_app_topics
 from services.loadgen import run_load
 from tests.conftest import Stack
-from tests.stack import ServiceProcess, free_port
+from tests.stack import ORDERSTATUS, ServiceProcess, free_port, settings_env
 
 LOAD_S = float(os.environ.get("FIGURES_TEST_LOAD_S", "20"))
 """How long each load runs (the issue's demo uses a minute: FIGURES_TEST_LOAD_S=60)."""
@@ -125,6 +125,22 @@ def test_figures_equal_sql_after_the_demo_and_a_load(stack: Stack, figures: Figu
     # The comparison is not vacuous: the demo's race and its stranger give a conflict and a 403.
     assert summed["changes"] > 0 and summed["prep"] > 0
     assert summed["conflicts"] >= 1 and summed["forbidden"] >= 1
+
+
+def test_the_cli_shows_a_restaurant_and_checks_it_against_sql(
+    stack: Stack, figures: FiguresApp
+) -> None:
+    restaurant = restaurants(stack)[0]
+    shown = subprocess.run(
+        [ORDERSTATUS, "figures", "show", restaurant, "--check", "--url", figures.url],
+        env=settings_env(stack.settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f'"restaurant_id": "{restaurant}"' in shown.stdout
+    assert "figures equal SQL" in shown.stdout
 
 
 def test_kill_9_mid_load_then_the_tables_recover_from_their_changelogs(
