@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -183,6 +183,92 @@ class Spans:
     def minutes(self, count: int) -> list[float]:
         """Starts of the last `count` minutes, oldest first."""
         return [self.minute_start - MINUTE_S * i for i in range(count - 1, -1, -1)]
+
+
+@dataclass
+class RestaurantFigures:
+    restaurant_id: str
+    as_of: float
+    spans: Spans
+    changes_last_minute: int
+    changes_last_hour: int
+    conflicts_last_minute: int
+    conflicts_last_hour: int
+    forbidden_last_minute: int
+    forbidden_last_hour: int
+    by_status_last_hour: dict[str, int]
+    prep_buckets: list[int]
+    open_orders: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "restaurant_id": self.restaurant_id,
+            "as_of": iso(self.as_of),
+            "minute": {"start": iso(self.spans.minute_start), "end": iso(self.spans.end)},
+            "hour": {"start": iso(self.spans.hour_start), "end": iso(self.spans.end)},
+            "changes_last_minute": self.changes_last_minute,
+            "changes_last_hour": self.changes_last_hour,
+            "conflicts_last_minute": self.conflicts_last_minute,
+            "conflicts_last_hour": self.conflicts_last_hour,
+            "forbidden_last_minute": self.forbidden_last_minute,
+            "forbidden_last_hour": self.forbidden_last_hour,
+            "by_status_last_hour": dict(sorted(self.by_status_last_hour.items())),
+            "prep_time_s": {
+                "count": sum(self.prep_buckets),
+                "p50": percentile(self.prep_buckets, 0.50),
+                "p95": percentile(self.prep_buckets, 0.95),
+                "buckets": [
+                    {"le": "+Inf" if bound == float("inf") else bound, "count": count}
+                    for bound, count in zip(PREP_BOUNDS_S, self.prep_buckets, strict=True)
+                ],
+            },
+            "open_orders": dict(sorted(self.open_orders.items())),
+        }
+
+
+@dataclass
+class Tally:
+    """One restaurant's windows and open orders, summed over its partitions."""
+
+    minute_changes: Counter[str] = field(default_factory=Counter)
+    hour_changes: Counter[str] = field(default_factory=Counter)
+    minute_refusals: Counter[str] = field(default_factory=Counter)
+    hour_refusals: Counter[str] = field(default_factory=Counter)
+    prep_buckets: list[int] = field(default_factory=lambda: [0] * len(PREP_BOUNDS_S))
+    open_orders: Counter[str] = field(default_factory=Counter)
+
+    def add_changes(self, value: Value, this_minute: bool) -> None:
+        self.hour_changes.update(value["c"])
+        if this_minute:
+            self.minute_changes.update(value["c"])
+
+    def add_refusals(self, value: Value, this_minute: bool) -> None:
+        self.hour_refusals.update(value["c"])
+        if this_minute:
+            self.minute_refusals.update(value["c"])
+
+    def add_prep(self, value: Value) -> None:
+        for index, count in enumerate(value["b"]):
+            self.prep_buckets[index] += count
+
+    def add_open(self, value: Value) -> None:
+        self.open_orders.update(value.get("c", {}))
+
+    def figures(self, restaurant_id: str, now: float, spans: Spans) -> RestaurantFigures:
+        return RestaurantFigures(
+            restaurant_id=restaurant_id,
+            as_of=now,
+            spans=spans,
+            changes_last_minute=sum(self.minute_changes.values()),
+            changes_last_hour=sum(self.hour_changes.values()),
+            conflicts_last_minute=self.minute_refusals["conflict"],
+            conflicts_last_hour=self.hour_refusals["conflict"],
+            forbidden_last_minute=self.minute_refusals["forbidden"],
+            forbidden_last_hour=self.hour_refusals["forbidden"],
+            by_status_last_hour=dict(self.hour_changes),
+            prep_buckets=list(self.prep_buckets),
+            open_orders={status: n for status, n in self.open_orders.items() if n},
+        )
 
 
 def total(counts: Iterable[Mapping[str, int]]) -> Counter[str]:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,47 +34,6 @@ DUPLICATE_HEADER = "duplicate"
 
 Handled = Callable[[str, str], None]
 """Called with (topic kind, what happened to the record), for the app's own metrics."""
-
-
-@dataclass
-class RestaurantFigures:
-    restaurant_id: str
-    as_of: float
-    spans: agg.Spans
-    changes_last_minute: int
-    changes_last_hour: int
-    conflicts_last_minute: int
-    conflicts_last_hour: int
-    forbidden_last_minute: int
-    forbidden_last_hour: int
-    by_status_last_hour: dict[str, int]
-    prep_buckets: list[int]
-    open_orders: dict[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "restaurant_id": self.restaurant_id,
-            "as_of": agg.iso(self.as_of),
-            "minute": {"start": agg.iso(self.spans.minute_start), "end": agg.iso(self.spans.end)},
-            "hour": {"start": agg.iso(self.spans.hour_start), "end": agg.iso(self.spans.end)},
-            "changes_last_minute": self.changes_last_minute,
-            "changes_last_hour": self.changes_last_hour,
-            "conflicts_last_minute": self.conflicts_last_minute,
-            "conflicts_last_hour": self.conflicts_last_hour,
-            "forbidden_last_minute": self.forbidden_last_minute,
-            "forbidden_last_hour": self.forbidden_last_hour,
-            "by_status_last_hour": dict(sorted(self.by_status_last_hour.items())),
-            "prep_time_s": {
-                "count": sum(self.prep_buckets),
-                "p50": agg.percentile(self.prep_buckets, 0.50),
-                "p95": agg.percentile(self.prep_buckets, 0.95),
-                "buckets": [
-                    {"le": "+Inf" if bound == float("inf") else bound, "count": count}
-                    for bound, count in zip(agg.PREP_BOUNDS_S, self.prep_buckets, strict=True)
-                ],
-            },
-            "open_orders": dict(sorted(self.open_orders.items())),
-        }
 
 
 class EventClock:
@@ -266,50 +224,58 @@ class FiguresApp:
     def _keys(self, restaurant_id: str) -> list[str]:
         return [agg.key_of(restaurant_id, p) for p in range(self.partitions)]
 
-    def _minute_counts(self, table: Any, keys: list[str], minute_start: float) -> Counter[str]:
-        window = (minute_start, minute_start + agg.MINUTE_S - 0.1)
-        return agg.total(table.data.get((key, window), {}).get("c", {}) for key in keys)
+    def _windows(
+        self, table: Any, restaurant_id: str | None, starts: list[float], size: float
+    ) -> Iterator[tuple[str, float, agg.Value]]:
+        """(key, window start, value) of a windowed table: of one restaurant by lookups, or of
+        all by one pass over what the table holds."""
+        if restaurant_id is None:
+            for (key, (start, _end)), value in list(table.data.items()):
+                yield key, start, value
+            return
+        for key in self._keys(restaurant_id):
+            for start in starts:
+                value = table.data.get((key, (start, start + size - 0.1)))
+                if value:
+                    yield key, start, value
 
-    def figures(self, restaurant_id: str, now: float | None = None) -> RestaurantFigures:
+    def _tallies(self, spans: agg.Spans, restaurant_id: str | None) -> dict[str, agg.Tally]:
+        tallies: defaultdict[str, agg.Tally] = defaultdict(agg.Tally)
+        minutes = spans.minutes(int(agg.HOUR_S // agg.MINUTE_S))
+        hour = set(minutes)
+        for table, add in (
+            (self.changes_table, agg.Tally.add_changes),
+            (self.refusals_table, agg.Tally.add_refusals),
+        ):
+            for key, start, value in self._windows(table, restaurant_id, minutes, agg.MINUTE_S):
+                if start in hour:
+                    add(tallies[agg.restaurant_of_key(key)], value, start == spans.minute_start)
+        for key, start, value in self._windows(
+            self.prep_table, restaurant_id, [spans.hour_start], agg.HOUR_S
+        ):
+            if start == spans.hour_start:
+                tallies[agg.restaurant_of_key(key)].add_prep(value)
+        keys = self.open.data if restaurant_id is None else self._keys(restaurant_id)
+        for key in list(keys):
+            value = self.open.data.get(key)
+            if value is not None:
+                tallies[agg.restaurant_of_key(key)].add_open(value)
+        return tallies
+
+    def figures(self, restaurant_id: str, now: float | None = None) -> agg.RestaurantFigures:
         now = time.time() if now is None else now
         spans = agg.Spans.at(now)
-        keys = self._keys(restaurant_id)
-        minutes = spans.minutes(int(agg.HOUR_S // agg.MINUTE_S))
-        minute_changes = self._minute_counts(self.changes_table, keys, spans.minute_start)
-        hour_changes = agg.total(self._minute_counts(self.changes_table, keys, m) for m in minutes)
-        minute_refusals = self._minute_counts(self.refusals_table, keys, spans.minute_start)
-        hour_refusals = agg.total(
-            self._minute_counts(self.refusals_table, keys, m) for m in minutes
-        )
-        hour_window = (spans.hour_start, spans.hour_start + agg.HOUR_S - 0.1)
-        buckets = [0] * len(agg.PREP_BOUNDS_S)
-        for key in keys:
-            for index, count in enumerate(
-                self.prep_table.data.get((key, hour_window), {}).get("b", [])
-            ):
-                buckets[index] += count
-        open_orders = agg.total(self.open.data.get(key, {}).get("c", {}) for key in keys)
-        return RestaurantFigures(
-            restaurant_id=restaurant_id,
-            as_of=now,
-            spans=spans,
-            changes_last_minute=sum(minute_changes.values()),
-            changes_last_hour=sum(hour_changes.values()),
-            conflicts_last_minute=minute_refusals["conflict"],
-            conflicts_last_hour=hour_refusals["conflict"],
-            forbidden_last_minute=minute_refusals["forbidden"],
-            forbidden_last_hour=hour_refusals["forbidden"],
-            by_status_last_hour=dict(hour_changes),
-            prep_buckets=buckets,
-            open_orders={status: n for status, n in open_orders.items() if n},
-        )
+        tally = self._tallies(spans, restaurant_id).get(restaurant_id, agg.Tally())
+        return tally.figures(restaurant_id, now, spans)
 
-    def restaurants(self) -> list[str]:
-        """Every restaurant the figures hold state of."""
-        names = {agg.restaurant_of_key(key) for key in self.open.data}
-        for table in (self.changes_table, self.refusals_table):
-            names.update(agg.restaurant_of_key(key[0]) for key in table.data)
-        return sorted(names)
+    def all_figures(self, now: float | None = None) -> list[agg.RestaurantFigures]:
+        """Every restaurant the tables hold, in one pass over each table."""
+        now = time.time() if now is None else now
+        spans = agg.Spans.at(now)
+        return [
+            tally.figures(restaurant, now, spans)
+            for restaurant, tally in sorted(self._tallies(spans, None).items())
+        ]
 
     def throughput(self, now: float | None = None) -> list[tuple[float, int]]:
         """Status changes per minute over the last 15 minutes, all restaurants: (minute, count)."""

@@ -23,7 +23,7 @@ PAGE_RESTAURANTS = 20
 def overview(figures: FiguresApp, now: float | None = None) -> dict[str, Any]:
     """Throughput of the last 15 minutes and the busiest restaurants, as the page shows them."""
     now = time.time() if now is None else now
-    every = [figures.figures(r, now) for r in figures.restaurants()]
+    every = figures.all_figures(now)
     every.sort(key=lambda f: (-f.changes_last_hour, -f.changes_last_minute, f.restaurant_id))
     rows = []
     for one in every[:PAGE_RESTAURANTS]:

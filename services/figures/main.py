@@ -58,7 +58,7 @@ def run(settings: Settings | None = None) -> None:
     configure_logging("figures", settings.log_level)
     figures = FiguresApp(settings)
     metrics = FiguresMetrics(
-        lambda: [figures.figures(r) for r in figures.restaurants()],
+        figures.all_figures,
         settings.figures_metrics_max_restaurants,
     )
     figures.on_handled = metrics.handled

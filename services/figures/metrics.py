@@ -16,7 +16,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.figures.app import RestaurantFigures
+from services.figures.aggregates import RestaurantFigures
 
 OTHER = "other"
 PREFIX = "orderstatus_figures"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from services.core.messages import CommandResult, OrderView, Outcome, encode
 from services.core.statuses import OrderStatus
 from services.figures import aggregates as agg
-from services.figures.app import RestaurantFigures
+from services.figures.aggregates import RestaurantFigures
 from services.figures.changes import decode_change, decode_refusal
 from services.figures.metrics import OTHER, FiguresCollector
 
