@@ -37,11 +37,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed ## Python venv + project, Kafka jars, PostgreSQL, Prometheus and Chromium packages
+install: $(VENV)/.installed ## Python venv + project, Kafka jars, PostgreSQL and Prometheus packages
 	$(LOCAL)/kafka.sh install
 	$(LOCAL)/postgres.sh install
 	$(LOCAL)/prometheus.sh install
-	$(LOCAL)/chromium.sh install
 
 infra: install ## Start PostgreSQL, Kafka and Prometheus (each waits until ready)
 	$(LOCAL)/postgres.sh start
@@ -80,7 +79,8 @@ status: ## One line per component
 	@$(LOCAL)/prometheus.sh status || true
 	@$(LOCAL)/services.sh status all || true
 
-test: migrate ## infra + migrations, then pytest (PYTEST_ARGS=...); tests start their own API/worker
+test: migrate ## infra + migrations + Chromium (browser test), then pytest (PYTEST_ARGS=...)
+	$(LOCAL)/chromium.sh install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff format --check, ruff check, mypy

@@ -12,11 +12,9 @@ Tables (all keyed by `<restaurant>/<source partition>` unless said otherwise, do
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -25,7 +23,7 @@ from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.figures import aggregates as agg
 from services.figures.changes import Change, decode_change, decode_refusal
-from services.figures.kafka import Changelog, app_id, brokers, ensure_changelogs
+from services.figures.kafka import Changelog, app_id, brokers, data_dir, ensure_changelogs
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ class FiguresApp:
             consumer_auto_offset_reset="earliest",
             store="memory://",  # recovered from the changelogs at every start
             web_enabled=False,  # the web views are FastAPI (http.py), served in this loop
-            datadir=Path(tempfile.gettempdir()) / f"{app_id(settings)}-data",
+            datadir=data_dir(settings),
             table_cleanup_interval=30.0,
             # A killed instance leaves the group after this; its successor waits that long.
             broker_session_timeout=10.0,

@@ -4,7 +4,10 @@ and its changelog topics, created here through the Admin API (the broker's auto-
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -18,6 +21,11 @@ log = logging.getLogger(__name__)
 def app_id(settings: Settings) -> str:
     """faust's app id: its consumer group, its transactional ids and its changelog names."""
     return f"{settings.kafka_topic_prefix}.figures"
+
+
+def data_dir(settings: Settings) -> Path:
+    """faust's data directory; tables live in memory, so it holds only faust's own bookkeeping."""
+    return Path(tempfile.gettempdir()) / f"{app_id(settings)}-data"
 
 
 def brokers(settings: Settings) -> list[str]:
@@ -68,7 +76,8 @@ def ensure_changelogs(settings: Settings, changelogs: list[Changelog], timeout: 
 
 
 def delete_app_topics(settings: Settings, timeout: float = 30) -> None:
-    """Removes the app's changelogs (tests clean up after themselves)."""
+    """Removes the app's changelogs and data directory (tests clean up after themselves)."""
+    shutil.rmtree(data_dir(settings), ignore_errors=True)
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     prefix = app_id(settings) + "-"
     names = [t for t in admin.list_topics(timeout=timeout).topics if t.startswith(prefix)]
