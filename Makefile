@@ -22,38 +22,49 @@ KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 DATABASE_URL ?= postgresql://orderstatus_app:orderstatus_app@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
 DATABASE_ADMIN_URL ?= postgresql://orderstatus:orderstatus@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
 PROMETHEUS_URL ?= http://127.0.0.1:$(PROMETHEUS_PORT)
-export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL DATABASE_ADMIN_URL PROMETHEUS_URL
+# The local stack is a local environment: the dev JWT secret and `orderstatus token` work only in
+# dev/test/local (an unset ENVIRONMENT refuses them; docs/security.md).
+ENVIRONMENT ?= dev
+export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL DATABASE_ADMIN_URL PROMETHEUS_URL ENVIRONMENT
 
 .PHONY: help install infra migrate up down status test lint chaos bench logs clean dashboards doctor
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
+# Install steps print one line each (what, how long, where the log is); the whole output of pip,
+# Maven and apt-get goes to $(LOG)/.
+LOG := $${ORDERSTATUS_LOCAL_DIR:-.local}/log
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@mkdir -p $(LOG); echo "[install] Python venv in $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
 
 # Reinstall the project only when pyproject.toml changed since the last install.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	@mkdir -p $(LOG); t0=$$SECONDS; \
+	$(BIN)/pip install -q -e '.[dev]' >>$(LOG)/pip.log 2>&1 \
+	  || { echo "[install] Python packages: FAILED (log: $(LOG)/pip.log)"; tail -n 30 $(LOG)/pip.log; exit 1; }; \
+	echo "[install] Python packages: done in $$((SECONDS - t0))s (log: $(LOG)/pip.log)"
+	@touch $@
 
 install: $(VENV)/.installed ## Python venv + project, Kafka jars, PostgreSQL and Prometheus packages
-	$(LOCAL)/kafka.sh install
-	$(LOCAL)/postgres.sh install
-	$(LOCAL)/prometheus.sh install
+	@$(LOCAL)/kafka.sh install
+	@$(LOCAL)/postgres.sh install
+	@$(LOCAL)/prometheus.sh install
 
 infra: install ## Start PostgreSQL, Kafka and Prometheus (each waits until ready)
-	$(LOCAL)/postgres.sh start
-	$(LOCAL)/kafka.sh start
-	$(LOCAL)/prometheus.sh start
+	@$(LOCAL)/postgres.sh start
+	@$(LOCAL)/kafka.sh start
+	@$(LOCAL)/prometheus.sh start
 
 migrate: infra ## Apply the database migrations
-	$(BIN)/orderstatus migrate
+	@$(BIN)/orderstatus migrate
 
 up: migrate ## infra + migrations + topics + API, worker and figures app + demo
-	$(BIN)/orderstatus topics
-	$(LOCAL)/services.sh start all
-	$(BIN)/orderstatus demo
+	@$(BIN)/orderstatus topics
+	@$(LOCAL)/services.sh start all
+	@$(BIN)/orderstatus demo
 	@echo
 	@echo "Order Status is up:"
 	@echo "  API          http://127.0.0.1:$${API_PORT:-8000}   (/readyz, /metrics)"
@@ -80,7 +91,7 @@ status: ## One line per component
 	@$(LOCAL)/services.sh status all || true
 
 test: migrate ## infra + migrations + Chromium (browser test), then pytest (PYTEST_ARGS=...)
-	$(LOCAL)/chromium.sh install
+	@$(LOCAL)/chromium.sh install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff format --check, ruff check, mypy

@@ -64,11 +64,22 @@ def claims(
     return {**body, **extra}
 
 
+HANG_BOUND_S = 60.0
+"""A hanging endpoint answers after this at the latest (a bound on a hang, for clean shutdown)."""
+
+
 @dataclass
 class JwksServer:
     url: str
     keys: list[dict[str, Any]]
     requests: list[str] = field(default_factory=list)
+    hanging: bool = False
+    """Requests wait for `release` (an endpoint that accepts connections and never answers)."""
+    failing: bool = False
+    """Requests get a 503 (an endpoint that is down behind its load balancer)."""
+    release: threading.Event = field(default_factory=threading.Event)
+    in_flight: int = 0
+    """Requests being held by `hanging` right now."""
 
 
 @contextmanager
@@ -82,8 +93,16 @@ def jwks_server(
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.requests.append(self.path)
+            if state.hanging:
+                state.in_flight += 1
+                try:
+                    state.release.wait(HANG_BOUND_S)
+                finally:
+                    state.in_flight -= 1
             body = json.dumps({"keys": state.keys}).encode()
             status = 200 if self.path == "/.well-known/jwks.json" else 404
+            if state.failing:
+                status, body = 503, b"{}"
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -100,6 +119,7 @@ def jwks_server(
     try:
         yield state
     finally:
+        state.release.set()
         server.shutdown()
         server.server_close()
         thread.join(5)

@@ -25,6 +25,7 @@ from services.core.messages import Actor, CreateOrder, Role
 from services.core.settings import Settings
 from services.figures.kafka import delete_app_topics
 from tests.stack import ServiceProcess, free_port, isolated_settings, with_database
+from tests.tools import require
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
@@ -54,7 +55,7 @@ def private_prometheus(
     workdir: Path, api_port: int, worker_port: int, figures_port: int | None = None
 ) -> Iterator[str]:
     """Prometheus on a free loopback port; yields its URL."""
-    assert PROMETHEUS is not None
+    prometheus = require(PROMETHEUS, "prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     config.write_text(yaml.safe_dump(prometheus_config(api_port, worker_port, figures_port)))
@@ -62,7 +63,7 @@ def private_prometheus(
     log = (workdir / "prometheus.log").open("ab")
     process = subprocess.Popen(
         [
-            PROMETHEUS,
+            prometheus,
             f"--config.file={config}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",

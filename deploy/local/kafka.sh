@@ -37,10 +37,10 @@ install() {
     return 0
   fi
   command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
-  say "resolving Kafka $version jars into deploy/kafka/lib (Maven)"
   rm -rf "$KAFKA_LIB"
-  mvn -q -B -f "$KAFKA_SRC/pom.xml" dependency:copy-dependencies \
-    -DoutputDirectory=lib -DincludeScope=runtime >&2
+  logged maven "Kafka $version jars into deploy/kafka/lib (Maven)" \
+    mvn -q -B --no-transfer-progress -Dstyle.color=never -f "$KAFKA_SRC/pom.xml" \
+    dependency:copy-dependencies -DoutputDirectory=lib -DincludeScope=runtime
   [[ -f "$KAFKA_LIB/kafka_2.13-$version.jar" ]] || die "Maven did not produce kafka_2.13-$version.jar"
 }
 

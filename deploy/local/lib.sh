@@ -111,6 +111,21 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # http_ok URL: true when URL answers 2xx.
 http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 
+# logged STEP WHAT CMD...: run an install step with its whole output in .local/log/STEP.log and
+# one line on the terminal (what, how long, where its log is); on failure, the log's end too.
+logged() {
+  local step=$1 what=$2; shift 2
+  local log="$LOG_DIR/$step.log" t0=$SECONDS rc=0
+  printf '\n===== %s: %s\n' "$(date -Is)" "$*" >>"$log"
+  "$@" >>"$log" 2>&1 </dev/null || rc=$?
+  if ((rc != 0)); then
+    say "$what: FAILED after $((SECONDS - t0))s (exit $rc, log: $log)"
+    log_tail "$step" 30
+    return "$rc"
+  fi
+  say "$what: done in $((SECONDS - t0))s (log: $log)"
+}
+
 # apt_install PKG...: install Debian packages (root, or through sudo).
 apt_install() {
   local sudo=()
@@ -118,11 +133,10 @@ apt_install() {
     command -v sudo >/dev/null || die "need root (or sudo) to apt-get install $*"
     sudo=(sudo)
   fi
-  say "apt-get install $*"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 \
+  logged apt-get "apt-get update" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q \
     || say "WARNING: apt-get update failed; trying the install with the lists at hand"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends "$@" >&2
+  logged apt-get "apt-get install $*" "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "$@"
 }
 
 # status_line NAME STATE PID ADDRESS

@@ -5,8 +5,8 @@
 #   deploy/local/prometheus.sh stop
 #   deploy/local/prometheus.sh status
 # Env: PROMETHEUS_PORT (19090), PROMETHEUS_BIN (prometheus on PATH).
-# Prometheus is optional for now: when it cannot be installed, install and start
-# warn and exit 0.
+# Prometheus and promtool are required (tests of the rules, doctor and the dashboards need them):
+# when they cannot be installed, install and start fail.
 COMPONENT=prometheus
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -24,8 +24,10 @@ prom_bin() {
   fi
 }
 
+has_promtool() { command -v promtool >/dev/null 2>&1 || [[ -x /usr/bin/promtool ]]; }
+
 install() {
-  prom_bin >/dev/null && return 0
+  prom_bin >/dev/null && has_promtool && return 0
   # The Debian package also ships a systemd unit; it is not used (and with
   # policy-rc.d in containers it is not started either).
   if ! apt_install prometheus; then
@@ -33,10 +35,8 @@ install() {
     sleep 2
     apt_install prometheus || true
   fi
-  if ! prom_bin >/dev/null; then
-    say "WARNING: Prometheus is not installed; metrics will not be scraped (optional for make test)"
-    return 0
-  fi
+  prom_bin >/dev/null || die "Prometheus could not be installed (apt-get install prometheus failed)"
+  has_promtool || die "promtool missing after installing prometheus"
 }
 
 ready() { http_ok "http://$PROM_ADDR/-/ready"; }
@@ -53,10 +53,7 @@ start() {
     return 0
   fi
   install
-  if ! bin=$(prom_bin); then
-    say "WARNING: not starting Prometheus: binary missing"
-    return 0
-  fi
+  bin=$(prom_bin) || die "not starting Prometheus: binary missing"
   port_busy "$PROMETHEUS_PORT" && die "port $PROMETHEUS_PORT is already in use by another process"
   mkdir -p "$PROM_DATA"
   start_bg prometheus "$bin" \

@@ -19,6 +19,8 @@ FIGURES_PORT="${FIGURES_PORT:-6066}"
 export FIGURES_PORT
 SERVICES_START_TIMEOUT="${SERVICES_START_TIMEOUT:-60}"
 CLI="$REPO_ROOT/.venv/bin/orderstatus"
+# A local stack: the dev JWT secret is allowed only where ENVIRONMENT says so (docs/security.md).
+export ENVIRONMENT="${ENVIRONMENT:-dev}"
 
 ready_url() {
   case $1 in

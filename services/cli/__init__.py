@@ -8,12 +8,21 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from services.cli import access, events, figures, messages, ops, processes, traffic
+from services.cli import access, events, figures, messages, ops, processes, retention, traffic
 from services.core.settings import Settings
 
 Command = Callable[[Settings, argparse.Namespace], int | None]
 
-GROUPS: tuple[ModuleType, ...] = (access, processes, figures, traffic, messages, events, ops)
+GROUPS: tuple[ModuleType, ...] = (
+    access,
+    processes,
+    figures,
+    traffic,
+    messages,
+    events,
+    ops,
+    retention,
+)
 """Command groups, in the order `orderstatus --help` lists them."""
 
 

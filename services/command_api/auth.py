@@ -14,42 +14,54 @@ from typing import Any
 from uuid import UUID
 
 import jwt
-from jwt import PyJWK, PyJWKClient
-from jwt.exceptions import PyJWKClientConnectionError
+from jwt import PyJWK
 from pydantic import ValidationError
 
+# KeysUnavailable: no usable key set and the endpoint unreachable; not the caller's fault (503).
+from services.command_api.jwks import JwksKeys, JwksPolicy, UnknownKey
+from services.command_api.jwks import KeysUnavailable as KeysUnavailable
 from services.core.messages import Actor, Role
-from services.core.settings import DEV_JWT_SECRET, Settings
+from services.core.settings import (
+    LOCAL_ENVIRONMENTS,
+    Settings,
+    dev_secret_refusal,
+    is_local_environment,
+)
 
 SYMMETRIC = "HS256"
 ASYMMETRIC = ("RS256", "ES256")
 LEEWAY_S = 5
-JWKS_TIMEOUT_S = 2.0
-JWKS_CACHE_S = 300.0
 
 
 class InvalidToken(Exception):
     """Deliberately vague: the caller learns only that the token was not accepted."""
 
 
-class KeysUnavailable(Exception):
-    """The JWKS endpoint could not be reached: not the caller's fault, so not a 401."""
+class InsecureSettings(ValueError):
+    """Settings the API must not run with (services.core.settings.dev_secret_refusal)."""
 
 
 class TokenVerifier:
-    """One per process: holds the JWKS cache (refetched at most every JWKS_CACHE_S, and for an
-    unknown `kid` at most once per PyJWKClient cooldown, so random kids cannot flood the issuer)."""
+    """One per process: holds the JWKS key set (services/command_api/jwks.py: refreshed in the
+    background, served stale during an outage within a bound, unknown kids rate-limited). HS256
+    never touches it."""
 
     def __init__(self, settings: Settings) -> None:
+        refusal = dev_secret_refusal(settings)
+        if refusal is not None:
+            raise InsecureSettings(refusal)
         secret = settings.jwt_secret.get_secret_value()
-        if settings.environment == "prod" and secret == DEV_JWT_SECRET:
-            raise ValueError("JWT_SECRET is the development secret: refused in prod")
         self._secret = secret or None
-        self._jwks = (
-            PyJWKClient(settings.jwt_jwks_url, lifespan=JWKS_CACHE_S, timeout=JWKS_TIMEOUT_S)
-            if settings.jwt_jwks_url
-            else None
-        )
+        self._jwks: JwksKeys | None = None
+        if settings.jwt_jwks_url:
+            policy = JwksPolicy(
+                refresh_s=settings.jwt_jwks_refresh_s,
+                max_stale_s=settings.jwt_jwks_max_stale_s,
+                unknown_kid_cooldown_s=settings.jwt_jwks_unknown_kid_cooldown_s,
+                timeout_s=settings.jwt_jwks_timeout_s,
+            )
+            self._jwks = JwksKeys(settings.jwt_jwks_url, policy)
+            self._jwks.prefetch()
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._required = ["exp", "sub", "role", "aud"] + (["iss"] if self._issuer else [])
@@ -68,8 +80,6 @@ class TokenVerifier:
                 leeway=LEEWAY_S,
             )
             return actor_of(claims)
-        except PyJWKClientConnectionError as exc:
-            raise KeysUnavailable from exc
         except (jwt.PyJWTError, ValidationError, ValueError, TypeError, KeyError) as exc:
             raise InvalidToken from exc
 
@@ -77,11 +87,16 @@ class TokenVerifier:
         """HS256 verifies with the shared secret only; RS256/ES256 with a JWKS key only, whose own
         algorithm must match the header's. `none`, anything else, or a kind of key not configured:
         rejected before any signature check."""
-        algorithm = jwt.get_unverified_header(token).get("alg")
+        header = jwt.get_unverified_header(token)
+        algorithm = header.get("alg")
         if algorithm == SYMMETRIC and self._secret is not None:
             return self._secret, SYMMETRIC
-        if algorithm in ASYMMETRIC and self._jwks is not None:
-            return self._jwks.get_signing_key_from_jwt(token), str(algorithm)
+        kid = header.get("kid")
+        if algorithm in ASYMMETRIC and self._jwks is not None and isinstance(kid, str) and kid:
+            try:
+                return self._jwks.signing_key(kid), str(algorithm)
+            except UnknownKey:
+                raise InvalidToken from None
         raise InvalidToken
 
 
@@ -112,7 +127,14 @@ def mint_token(
     ttl_seconds: int = 12 * 3600,
 ) -> str:
     """An HS256 token for the local stack and tests. Without `restaurant_ids` the token is not
-    narrowed: staff act for their memberships, a service token for every restaurant."""
+    narrowed: staff act for their memberships, a service token for every restaurant. Only in a
+    local environment (services.core.settings.LOCAL_ENVIRONMENTS): elsewhere tokens come from the
+    real issuer."""
+    if not is_local_environment(settings.environment):
+        raise InsecureSettings(
+            f"tokens are minted only in a local environment "
+            f"({', '.join(sorted(LOCAL_ENVIRONMENTS))}), not ENVIRONMENT={settings.environment!r}"
+        )
     now = int(time.time())
     claims: dict[str, object] = {
         "sub": sub,

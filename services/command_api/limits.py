@@ -1,14 +1,21 @@
-"""Request size limits, checked before routing, authentication or JSON parsing: headers larger than
-API_MAX_HEADER_BYTES get 431, bodies larger than API_MAX_BODY_BYTES get 413 (by Content-Length
-before a byte is read, or as soon as a streamed body passes the limit).
+"""Request limits. Sizes, checked before routing, authentication or JSON parsing: headers larger
+than API_MAX_HEADER_BYTES get 431, bodies larger than API_MAX_BODY_BYTES get 413 (by Content-Length
+before a byte is read, or as soon as a streamed body passes the limit). Time: a connection must
+send a complete request head within API_HEADER_TIMEOUT_S of opening (or of starting the next
+request on a kept-alive connection), else it is closed (slowloris).
 
-uvicorn's httptools parser has no header limit of its own, so this is the API's; a proxy in front
-should cap both as well (docs/security.md)."""
+uvicorn's httptools parser has neither a header limit nor a header timeout of its own (its
+keep-alive timer is cancelled by any byte received), so these are the API's; a proxy in front
+should enforce both as well (docs/security.md)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 PROBLEM_JSON = b"application/problem+json"
 
@@ -88,3 +95,43 @@ async def _reject(send: Send, status: int, kind: str, title: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def protocol_with_header_timeout(seconds: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, closing a connection whose request head is not complete
+    `seconds` after the connection opened or after the request's first byte."""
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm_head_deadline()
+
+        def on_headers_complete(self) -> None:
+            self._disarm_head_deadline()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head_deadline()
+            super().connection_lost(exc)
+
+        def _arm_head_deadline(self) -> None:
+            if self._head_deadline is None:
+                self._head_deadline = self.loop.call_later(seconds, self._head_too_slow)
+
+        def _disarm_head_deadline(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def _head_too_slow(self) -> None:
+            self._head_deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol

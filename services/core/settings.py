@@ -11,12 +11,37 @@ from services.core.topics import Topics
 
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
 
+# ---- Where the public dev secret may be used (issue 10): one rule for the API, `token`, doctor ----
+LOCAL_ENVIRONMENTS = frozenset({"dev", "test", "local"})
+"""Environments that are explicitly local: only these accept DEV_JWT_SECRET or mint tokens.
+Exact, lower-case names: anything else (`prod`, `production`, `Prod`, unset) fails closed."""
+
+
+def is_local_environment(environment: str) -> bool:
+    return environment in LOCAL_ENVIRONMENTS
+
+
+def dev_secret_refusal(settings: Settings) -> str | None:
+    """Why these settings must not verify tokens (the public dev secret outside a local
+    environment), or None. The API refuses to start on it and doctor fails on it."""
+    if settings.jwt_secret.get_secret_value() != DEV_JWT_SECRET:
+        return None
+    if is_local_environment(settings.environment):
+        return None
+    return (
+        f"JWT_SECRET is the public development JWT secret and ENVIRONMENT={settings.environment!r} "
+        f"is not a local environment ({', '.join(sorted(LOCAL_ENVIRONMENTS))}): set a real "
+        "JWT_SECRET, or JWT_SECRET= (empty) with JWT_JWKS_URL"
+    )
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
     environment: str = Field(
-        "dev", description="dev | test | prod; prod refuses the dev JWT secret"
+        "",
+        description="dev | test | local (local stacks, the dev JWT secret allowed) or anything "
+        "else (prod, staging...: the dev JWT secret refused). Unset is not local.",
     )
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
@@ -42,12 +67,66 @@ class Settings(BaseSettings):
     jwt_audience: str = "authenticated"
     jwt_issuer: str | None = None
 
+    # ---- issue 10: JWKS outages, resource bounds, retention (services/command_api/jwks.py,
+    # services/command_api/main.py, services/ops/retention.py) -------------------------------------
+    jwt_jwks_refresh_s: float = Field(
+        300.0, gt=0, description="Age after which the JWKS key set is refreshed in the background"
+    )
+    jwt_jwks_max_stale_s: float = Field(
+        3600.0,
+        gt=0,
+        description="During a JWKS outage the last good key set serves up to this age, then 503",
+    )
+    jwt_jwks_unknown_kid_cooldown_s: float = Field(
+        30.0,
+        ge=0,
+        description="At most one JWKS refresh per this for unknown kids / after a failure",
+    )
+    jwt_jwks_timeout_s: float = Field(2.0, gt=0, description="JWKS fetch timeout")
+    api_limit_concurrency: int = Field(
+        200, gt=0, description="Connections + tasks uvicorn serves at once; beyond it, 503"
+    )
+    api_timeout_keep_alive_s: float = Field(
+        5.0, gt=0, description="Idle keep-alive connections are closed after this"
+    )
+    api_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection that has not sent a complete request head within this is closed "
+        "(slowloris)",
+    )
+    retention_outcomes_days: float = Field(
+        30.0, gt=0, description="command_outcomes rows older than this are purged"
+    )
+    retention_refused_days: float = Field(
+        8.0,
+        gt=0,
+        description="Outcomes of refused commands (and their widget_events) are purged sooner",
+    )
+    retention_widget_events_days: float = Field(
+        30.0,
+        gt=0,
+        description="widget_events rows (refused commands' analytics) older than this are purged",
+    )
+    retention_purge_every_s: float = Field(
+        3600.0, gt=0, description="How often the API process runs the purge (0 rows is cheap)"
+    )
+    retention_purge_batch: int = Field(
+        5000, gt=0, description="Rows deleted per statement, so a purge never holds long locks"
+    )
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_reply_timeout_s: float = 5.0
     api_publish_timeout_s: float = 2.0
     api_max_body_bytes: int = Field(16 * 1024, description="Larger request bodies get 413")
     api_max_header_bytes: int = Field(8 * 1024, description="Larger request headers get 431")
+    api_event_stream_heartbeat_s: float = Field(
+        15.0, gt=0, description="SSE keep-alive (and staff membership re-check) interval"
+    )
+    api_event_stream_buffer: int = Field(
+        1000, ge=1, description="Events queued per SSE stream; a slower client is cut off to resume"
+    )
 
     worker_id: str = Field("1", description="Stable per worker slot: names the transactional.id")
     worker_group_id: str = "order-status-worker"

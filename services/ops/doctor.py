@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Table
 
-from services.core.settings import DEV_JWT_SECRET, Settings
+from services.core.settings import Settings
 from services.observability import slis
 from services.observability.kafka_lag import PartitionLag
 from services.ops import kafka_checks, queries
@@ -124,11 +124,7 @@ def run_doctor(
     report.add(
         "config",
         "configuration",
-        judge_config(
-            settings.environment,
-            bool(settings.sentry_dsn),
-            settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET,
-        ),
+        judge_config(settings),
         {"environment": settings.environment, "sentry": bool(settings.sentry_dsn)},
     )
     return report

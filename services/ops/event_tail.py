@@ -14,7 +14,7 @@ from uuid import UUID
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from services.core.events import OrderCloudEvent, decode_cloud_event
-from services.core.kafka_records import position
+from services.core.kafka_records import position, watermarks
 from services.core.settings import Settings
 
 
@@ -33,11 +33,10 @@ def line_of(event: OrderCloudEvent) -> str:
 def _starts(consumer: Consumer, topic: str, from_beginning: bool) -> list[TopicPartition]:
     """Each partition's start or its current end, resolved now: an event published once the
     announcement is printed is shown (OFFSET_END would resolve later, at the first fetch)."""
-    starts = []
-    for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        starts.append(TopicPartition(topic, p, low if from_beginning else high))
-    return starts
+    return [
+        TopicPartition(topic, p, low if from_beginning else high)
+        for p, (low, high) in watermarks(consumer, topic).items()
+    ]
 
 
 def tail(

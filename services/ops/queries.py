@@ -81,3 +81,26 @@ FROM public.command_outcomes
 WHERE created_at > now() - make_interval(secs => %(seconds)s)
 GROUP BY command_type, outcome
 """
+
+# ---- retention (services/ops/retention.py) -------------------------------------------------------
+# One batch per statement, so no statement holds many row locks for long. (No FOR UPDATE SKIP
+# LOCKED: it needs UPDATE, which the services' role must not have; two purges at once just wait.)
+
+PURGE_OUTCOMES: LiteralString = """
+WITH doomed AS (
+    SELECT /* orderstatus-ops */ command_id FROM public.command_outcomes
+    WHERE created_at < greatest(%(all_before)s, %(refused_before)s)
+      AND (created_at < %(all_before)s OR outcome = ANY(%(refused)s))
+    LIMIT %(batch)s
+)
+DELETE FROM public.command_outcomes AS o USING doomed WHERE o.command_id = doomed.command_id
+"""
+
+PURGE_WIDGET_EVENTS: LiteralString = """
+WITH doomed AS (
+    SELECT /* orderstatus-ops */ id FROM public.widget_events
+    WHERE created_at < %(before)s
+    LIMIT %(batch)s
+)
+DELETE FROM public.widget_events AS w USING doomed WHERE w.id = doomed.id
+"""

@@ -7,6 +7,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.core.settings import (
+    DEV_JWT_SECRET,
+    Settings,
+    dev_secret_refusal,
+    is_local_environment,
+)
 from services.observability.kafka_lag import PartitionLag
 from services.observability.slis import Sli
 
@@ -138,21 +144,26 @@ def judge_statements(installed: bool, mean_ms: Sequence[float]) -> Judged:
     return Judged(Verdict.OK, f"slowest order-table statement averages {slowest:.2f} ms")
 
 
-def judge_config(environment: str, sentry_dsn: bool, default_jwt_secret: bool) -> Judged:
-    relaxed = environment in ("dev", "test")
+def judge_config(settings: Settings) -> Judged:
+    """The dev-secret rule is the API's own (dev_secret_refusal): doctor fails exactly where the
+    API would refuse to start."""
+    environment = settings.environment
+    relaxed = is_local_environment(environment)
+    default_jwt_secret = settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
     problems: list[tuple[Verdict, str]] = []
-    if default_jwt_secret and not relaxed:
-        problems.append((Verdict.FAIL, f"the dev JWT secret in environment {environment!r}"))
-    if not sentry_dsn:
+    refusal = dev_secret_refusal(settings)
+    if refusal is not None:
+        problems.append((Verdict.FAIL, refusal))
+    if not settings.sentry_dsn:
         problems.append(
             (
                 Verdict.OK if relaxed else Verdict.WARN,
-                f"SENTRY_DSN unset (Sentry off in {environment})",
+                f"SENTRY_DSN unset (Sentry off in {environment!r})",
             )
         )
     verdict = worst(v for v, _ in problems)
     notes = [text for _, text in problems]
-    if default_jwt_secret and relaxed:
+    if default_jwt_secret and refusal is None:
         notes.append(f"dev JWT secret (allowed in {environment})")
     return Judged(verdict, "; ".join(notes) or f"SENTRY_DSN set, JWT secret set ({environment})")
 

@@ -30,6 +30,7 @@ class FaultKind(StrEnum):
     WORKER_REMOVE = "worker-remove"
     BROKER_RESTART = "broker-restart"
     POSTGRES_RESTART = "postgres-restart"
+    API_KILL = "api-kill9"
 
 
 def fault_plan(
@@ -82,6 +83,7 @@ class FaultInjector:
             FaultKind.WORKER_REMOVE: self.remove_worker,
             FaultKind.BROKER_RESTART: self.restart_broker,
             FaultKind.POSTGRES_RESTART: self.restart_postgres,
+            FaultKind.API_KILL: self.kill_api,
         }
         return kind, actions[kind]()
 
@@ -112,6 +114,17 @@ class FaultInjector:
             return f"worker {SECOND} killed (not replaced)"
         code = self.fleet.stop_worker(SECOND)
         return f"worker {SECOND} stopped (exit {code}, not replaced)"
+
+    def kill_api(self) -> str:
+        """kill -9 of the API mid-load: requests in flight lose their connection and are retried
+        under their Idempotency-Key against the restarted API."""
+        self.fleet.kill_api()
+        hold = self._hold(0.0, 1.0)
+        started = time.monotonic()
+        self.fleet.start_api()
+        return (
+            f"API killed, restarted after {hold:.1f}s, ready in {time.monotonic() - started:.1f}s"
+        )
 
     def restart_broker(self) -> str:
         self.infra.script("kafka", "stop")

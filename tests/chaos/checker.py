@@ -130,12 +130,23 @@ class Verdict:
     duplicated: Finding = field(default_factory=Finding)
     out_of_order: Finding = field(default_factory=Finding)
     inconsistent: Finding = field(default_factory=Finding)
+    duplicate_orders: Finding = field(default_factory=Finding)
+    """Keys under which more than one order was created (a retried POST without order_id)."""
 
     @property
     def passed(self) -> bool:
-        """The suite's verdict: nothing lost, duplicated or reordered. Inconsistent answers are
-        reported beside it (a client told the wrong thing, not a change done wrong)."""
-        return not (self.lost.count or self.duplicated.count or self.out_of_order.count)
+        """The suite's verdict: nothing lost, duplicated or reordered, no duplicate order, and
+        every client told the truth and given a final answer: a wrong answer (inconsistent), a
+        request left without one (unresolved) or a 409 nobody provoked fails the run too."""
+        return not (
+            self.lost.count
+            or self.duplicated.count
+            or self.out_of_order.count
+            or self.inconsistent.count
+            or self.duplicate_orders.count
+            or self.unresolved
+            or sum(self.unexpected_conflicts.values())
+        )
 
 
 def check(evidence: Evidence) -> Verdict:
@@ -208,6 +219,7 @@ def _check_duplicated(evidence: Evidence, verdict: Verdict) -> None:
     # Every published command comes from one attempt of one keyed request (rid = key.attempt):
     # two of them applied for one key means a retry did the work twice.
     applied_per_key: Counter[str] = Counter()
+    evidence_inbox = {o.command_id: o for o in evidence.inbox}
     inbox = {o.command_id: o.outcome for o in evidence.inbox}
     for command in evidence.commands:
         if inbox.get(command.command_id) == Outcome.APPLIED:
@@ -215,6 +227,19 @@ def _check_duplicated(evidence: Evidence, verdict: Verdict) -> None:
     for key, n in applied_per_key.items():
         if n > 1:
             verdict.duplicated.add(f"key {key}: {n} commands applied")
+    # A POST /orders without order_id mints an id per attempt: one key, two orders created.
+    created_per_key: dict[str, set[str]] = defaultdict(set)
+    for command in evidence.commands:
+        stored = evidence_inbox.get(command.command_id)
+        if (
+            stored is not None
+            and stored.outcome == Outcome.APPLIED
+            and stored.command_type == "create_order"
+        ):
+            created_per_key[command.rid.rsplit(".", 1)[0]].add(stored.order_id)
+    for key, orders in sorted(created_per_key.items()):
+        if len(orders) > 1:
+            verdict.duplicate_orders.add(f"key {key}: {len(orders)} orders {sorted(orders)}")
 
 
 def _check_order(evidence: Evidence, verdict: Verdict, inbox: dict[str, StoredOutcome]) -> None:
@@ -261,7 +286,7 @@ def _check_order(evidence: Evidence, verdict: Verdict, inbox: dict[str, StoredOu
         stored = inbox.get(request.command_id or "")
         if stored is not None and stored.outcome == Outcome.APPLIED:
             version = int((stored.result.get("order") or {}).get("version", 0))
-            applied_of[request.order_id].append((request.seq, version))
+            applied_of[stored.order_id].append((request.seq, version))
     for order_id, applied in applied_of.items():
         versions = [v for _, v in sorted(applied)]
         if versions != sorted(versions) or len(set(versions)) != len(versions):

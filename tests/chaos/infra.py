@@ -243,6 +243,12 @@ class Fleet:
                     time.sleep(1)
         return time.monotonic() - started
 
+    def kill_api(self) -> None:
+        with self.lock:
+            if self.api is not None:
+                self.api.kill()
+                self.api = None
+
     def kill_worker(self, slot: str) -> None:
         with self.lock:
             self.workers.pop(slot).kill()

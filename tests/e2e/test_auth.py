@@ -164,6 +164,7 @@ def test_the_policy_not_the_token_decides_for_staff(
         assert conn.execute(
             "SELECT count(*) FROM orders WHERE restaurant_id = %s", (theirs,)
         ).fetchone() == (1,)
+    assert order_row(stack, other["order_id"]) == ("pending", 1, 0)  # the refused change: none
 
 
 def test_grant_and_revoke_take_effect_on_the_next_request(
@@ -183,10 +184,24 @@ def test_grant_and_revoke_take_effect_on_the_next_request(
     assert "revoked" in revoked
     assert patch(api, dave, order_id, "preparing").status_code == 403  # same token, still valid
     assert api.get(f"/orders/{order_id}", headers=dave).status_code == 404
+    assert order_row(stack, order_id) == ("accepted", 2, 1)  # only the granted change was written
+
+
+def order_row(stack: Stack, order_id: str) -> tuple[str, int, int]:
+    """Status, version and number of status events of an order, as stored."""
+    with stack.db() as conn:
+        row = conn.execute(
+            """SELECT status, version,
+                      (SELECT count(*) FROM order_status_events WHERE order_id = orders.id)
+               FROM orders WHERE id = %s""",
+            (order_id,),
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1]), int(row[2])
 
 
 def test_pos_service_tokens_act_for_their_restaurants_only(
-    api: httpx.Client, tokens: Tokens
+    api: httpx.Client, tokens: Tokens, stack: Stack
 ) -> None:
     mine, theirs = uuid.uuid4(), uuid.uuid4()
     pos = bearer(tokens.pos(mine))
@@ -195,7 +210,12 @@ def test_pos_service_tokens_act_for_their_restaurants_only(
 
     assert patch(api, pos, own["order_id"]).status_code == 200
     assert patch(api, pos, other["order_id"]).status_code == 403
+    assert order_row(stack, other["order_id"]) == ("pending", 1, 0)  # refused: nothing written
     assert api.post("/orders", json={"restaurant_id": str(theirs)}, headers=pos).status_code == 403
+    with stack.db() as conn:  # the refused creation: no second order there
+        assert conn.execute(
+            "SELECT count(*) FROM orders WHERE restaurant_id = %s", (theirs,)
+        ).fetchone() == (1,)
     assert patch(api, bearer(tokens.service()), other["order_id"]).status_code == 200
 
 
@@ -310,6 +330,7 @@ def test_sql_in_string_fields_is_stored_as_text(
     restaurant = uuid.uuid4()
     sub = f"{sly} {uuid.uuid4().hex[:6]}"
     headers = {**tokens.headers(restaurant, sub=sub), "X-Request-ID": sly}
+    tables_before = public_tables(stack)
     order_id = create(api, headers, restaurant)["order_id"]
 
     changed = api.patch(
@@ -326,8 +347,21 @@ def test_sql_in_string_fields_is_stored_as_text(
             "ORDER BY created_at DESC LIMIT 1",
             (order_id,),
         ).fetchone()
-        tables = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-        ).fetchone()
     assert rid == (sly,)
-    assert tables is not None and tables[0] >= 6
+    # Exactly the tables there were before (none dropped or created by the text), the known ones
+    # among them.
+    assert public_tables(stack) == tables_before
+    assert tables_before >= {
+        "orders",
+        "order_status_events",
+        "command_outcomes",
+        "widget_events",
+        "restaurant_staff",
+        "command_requests",
+    }
+
+
+def public_tables(stack: Stack) -> set[str]:
+    with stack.db() as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {str(name) for (name,) in rows}

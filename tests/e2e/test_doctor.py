@@ -23,10 +23,9 @@ from tests.observability_stack import (
     wait_for,
 )
 from tests.stack import ORDERSTATUS, settings_env
+from tests.tools import needs_tool
 
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus missing: deploy/local/prometheus.sh install brings it"
-)
+pytestmark = needs_tool(PROMETHEUS, "prometheus")
 
 EXPECTED_CHECKS = {
     ("reachability", "kafka"),

@@ -25,10 +25,9 @@ from tests.observability_stack import (
     wait_for,
 )
 from tests.stack import Tokens
+from tests.tools import needs_tool
 
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus missing: deploy/local/prometheus.sh install brings it"
-)
+pytestmark = needs_tool(PROMETHEUS, "prometheus")
 
 RATE_INTERVAL = "1m"
 """What Grafana would put for $__rate_interval at this scrape interval and time range."""

@@ -15,6 +15,7 @@ import pytest
 
 from services.core.events import decode_cloud_event
 from services.core.settings import Settings
+from tests.chaos.checker import wait_until_drained
 from tests.e2e.test_exactly_once import order_script, visible_results, wait_for_outcomes
 from tests.faults import TcpProxy
 from tests.stack import ServiceProcess, Tokens, isolated_settings
@@ -61,7 +62,12 @@ def test_the_worker_pauses_while_postgres_is_unreachable_and_resumes_in_order(
         wait_for_outcomes(fresh, len(first))
         proxy.cut()
         produce(fresh, fresh.topics.commands, [command_record(c) for c in second])
-        time.sleep(3)
+        # Not "a few seconds went by": the worker took up the second batch and found the
+        # database gone; only then does "nothing was applied" mean anything.
+        deadline = time.monotonic() + 60
+        while '"evt":"database_unavailable"' not in worker.logs():
+            assert time.monotonic() < deadline, "the worker never tried the second batch"
+            time.sleep(0.05)
         assert outcome_count(fresh) == len(first), "applied while the database was unreachable?"
         assert worker.process is not None and worker.process.poll() is None
         proxy.restore()
@@ -94,7 +100,8 @@ def test_sigterm_finishes_the_batch_in_hand_and_a_restart_repeats_nothing(
     successor = ServiceProcess("worker", fresh, log_dir, worker_metrics_port=0).start()
     try:
         wait_for_outcomes(fresh, len(commands))
-        time.sleep(1)
+        # Every command offset committed: anything repeated would have been published by now.
+        wait_until_drained(fresh)
     finally:
         successor.terminate()
     assert_each_order_walked_in_order(fresh, 60)
@@ -175,3 +182,5 @@ def test_the_api_answers_503_not_500_while_postgres_is_unreachable(
         assert response.json()["type"] == "/problems/database-unavailable"
         assert response.headers["retry-after"] == "1"
     assert again.status_code == 404
+    # 503 means nothing happened: the keyed POST published no command.
+    assert read_topic(fresh, fresh.topics.commands) == []

@@ -51,6 +51,15 @@ def wait_for(settings: Settings, count: int, timeout: float = 60) -> dict[str, s
     return seen
 
 
+def results_of(settings: Settings, command_id: str) -> list[bool]:
+    """The results published for `command_id`, in order: whether each is flagged duplicate."""
+    return [
+        header(m, "duplicate") is not None
+        for m in read_topic(settings, settings.topics.results)
+        if header(m, HEADER_COMMAND_ID) == command_id.encode()
+    ]
+
+
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ORDERSTATUS, "dlq", *args],
@@ -97,7 +106,13 @@ def test_a_refused_command_is_replayed_once_after_the_fix_and_garbage_is_skipped
         assert replay_id in again.stdout  # the same dead letter, the same new id
 
         assert wait_for(fresh, 3)[replay_id] == "applied"
-        time.sleep(1)  # the second copy of the replay is handled too
+        # The second copy of the replay was handled too (not merely given a second to be): its
+        # result is published, flagged as the duplicate it is.
+        deadline = time.monotonic() + 60
+        while len(replay_results := results_of(fresh, replay_id)) < 2:
+            assert time.monotonic() < deadline, replay_results
+            time.sleep(0.1)
+        assert replay_results == [False, True]  # first applied, then the copy: a duplicate
     finally:
         worker.terminate()
     assert len(outcomes(fresh)) == 3

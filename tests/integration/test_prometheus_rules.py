@@ -3,24 +3,24 @@ one test per alert firing and one not firing, in deploy/prometheus/tests)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.tools import needs_tool, require, which
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
-PROMTOOL = shutil.which("promtool")
+PROMTOOL = which("promtool")
 
-pytestmark = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool missing: deploy/local/prometheus.sh install brings it"
-)
+pytestmark = needs_tool(PROMTOOL, "promtool")
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
     return subprocess.run(
-        [PROMTOOL, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+        [require(PROMTOOL, "promtool"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

@@ -20,9 +20,10 @@ import pytest
 from psycopg import sql
 
 from services.core.messages import Actor, Role
+from services.core.migrate import apply_migrations
 from services.core.settings import Settings
 from services.core.tenancy import APP_ROLE, acting_as, grant_staff, revoke_staff
-from tests.stack import migrated_database
+from tests.stack import migrated_database, with_database
 
 OWN = uuid.UUID("00000000-0000-4000-8000-00000000000a")
 OTHER = uuid.UUID("00000000-0000-4000-8000-00000000000b")
@@ -102,7 +103,8 @@ APP_RIGHTS = {
     "command_requests": {"select", "insert", "delete"},
 }
 """The login role itself, for every restaurant: the worker's inbox and analytics, the API's
-Idempotency-Keys."""
+Idempotency-Keys. (It may also delete inbox and analytics rows older than an hour, the retention
+purge of migration 0007: the seeded rows are new, so that is tested in test_retention.py.)"""
 
 
 def expected(principal_name: str, table: str, operation: str, target: str) -> bool:
@@ -230,9 +232,15 @@ ROW_OF = {
 
 
 def attempt(
-    conn: psycopg.Connection[Any], principal: Principal, table: str, operation: str, target: str
+    conn: psycopg.Connection[Any],
+    principal: Principal,
+    table: str,
+    operation: str,
+    target: str,
+    context: Any = None,
 ) -> bool:
-    """True when the operation took effect on the target's row (or inserted one)."""
+    """True when the operation took effect on the target's row (or inserted one). `context`
+    replaces the principal's way in (e.g. a PostgREST-like switch)."""
     key_column, keys, some_column = ROW_OF[table]
     ident, key, column = (
         sql.Identifier(table),
@@ -257,7 +265,7 @@ def attempt(
         text, params = _new_row(table, target, sub)
         statement = sql.SQL(text)
     try:
-        with conn.transaction(force_rollback=True), _as(conn, principal):
+        with conn.transaction(force_rollback=True), context or _as(conn, principal):
             cursor = conn.execute(statement, params)
             return cursor.rowcount == 1
     except psycopg.errors.InsufficientPrivilege:
@@ -404,9 +412,10 @@ def test_the_app_role_cannot_grant_itself_more(
                         sql.Identifier(table)
                     )
                 )
+            # (TRUNCATE: held by neither; the app role may DELETE old widget_events, 0007.)
             granted = app_conn.execute(
-                """SELECT has_table_privilege('orderstatus_app', %s, 'DELETE'),
-                          has_table_privilege('authenticated', %s, 'DELETE')""",
+                """SELECT has_table_privilege('orderstatus_app', %s, 'TRUNCATE'),
+                          has_table_privilege('authenticated', %s, 'TRUNCATE')""",
                 (table, table),
             ).fetchone()
             assert granted == (False, False)
@@ -594,3 +603,228 @@ def test_outside_a_transaction_the_switch_is_refused(database: Database) -> None
         # And the role did not stick: the login role still sees nothing.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT 1 FROM orders")
+
+
+# ---- Supabase: its default privileges, and direct REST access through PostgREST ----------------
+# Supabase runs `ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES / SEQUENCES /
+# FUNCTIONS TO anon, authenticated, service_role` for the role that creates tables, and PostgREST
+# logs in as `authenticator` (NOINHERIT, member of the three) and switches to one of them per
+# request with the token's claims in request.jwt.claims. Both are recreated here, in a database
+# of its own, migrated after the default privileges were set (as on a Supabase project).
+
+SUPABASE_DEFAULT_PRIVILEGES = """
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+"""
+AUTHENTICATOR = "authenticator"
+"""PostgREST's login (cluster-wide, like the three roles it switches to)."""
+CREATE_AUTHENTICATOR = """
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticator') THEN
+        BEGIN
+            CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD 'authenticator';
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;  -- another test session created it a moment ago
+        END;
+    END IF;
+END
+$$;
+"""
+
+
+@dataclass(frozen=True)
+class RestCaller:
+    """A request through PostgREST: the role it switches to and the claims it sets."""
+
+    role: str
+    claims: dict[str, Any]
+    like: str | None
+    """The principal of the matrix above whose reads this caller gets; None: no rows at all."""
+
+
+REST_CALLERS = {
+    "rest-anon": RestCaller("anon", {"role": "anon"}, None),
+    "rest-staff": RestCaller("authenticated", {"sub": STAFF, "role": "authenticated"}, "staff"),
+    "rest-service": RestCaller(
+        "service_role", {"sub": "backoffice", "role": "service_role"}, "service"
+    ),
+}
+
+
+def expected_over_rest(caller: str, table: str, operation: str, target: str) -> bool:
+    """Reads as the policies allow; no write of any kind on any table: writes go through the
+    command API and the worker."""
+    like = REST_CALLERS[caller].like
+    return operation == "select" and like is not None and expected(like, table, operation, target)
+
+
+@pytest.fixture(scope="module")
+def supabase_database(base_settings: Settings) -> Iterator[Database]:
+    name = f"orderstatus_supa_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base_settings.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin_url = with_database(base_settings.admin_url, name)
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(CREATE_AUTHENTICATOR)
+            for role in ("anon", "authenticated", "service_role"):
+                conn.execute(
+                    sql.SQL(
+                        "DO $$ BEGIN CREATE ROLE {} NOLOGIN; "
+                        "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+                    ).format(sql.Identifier(role))
+                )
+                if not conn.execute(
+                    "SELECT pg_has_role(%s, %s, 'MEMBER')", (AUTHENTICATOR, role)
+                ).fetchone()[0]:  # type: ignore[index]
+                    conn.execute(
+                        sql.SQL("GRANT {} TO {}").format(
+                            sql.Identifier(role), sql.Identifier(AUTHENTICATOR)
+                        )
+                    )
+            conn.execute(SUPABASE_DEFAULT_PRIVILEGES)
+            owner = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+        apply_migrations(admin_url)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            _seed(conn)
+        yield Database(with_database(base_settings.database_url, name), admin_url, owner)
+    finally:
+        with psycopg.connect(base_settings.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="module")
+def supabase_app_conn(supabase_database: Database) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(supabase_database.app_url) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="module")
+def rest_conn(supabase_database: Database) -> Iterator[psycopg.Connection[Any]]:
+    url = psycopg.conninfo.make_conninfo(
+        supabase_database.admin_url, user=AUTHENTICATOR, password=AUTHENTICATOR
+    )
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT session_user").fetchone() == (AUTHENTICATOR,)
+        yield conn
+
+
+class _rest:
+    def __init__(self, conn: psycopg.Connection[Any], caller: RestCaller) -> None:
+        self.conn, self.caller = conn, caller
+
+    def __enter__(self) -> None:
+        self.conn.execute(
+            "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+            (self.caller.role, json.dumps(self.caller.claims)),
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+REST_CASES = list(product(REST_CALLERS, TABLES, OPERATIONS, TARGETS))
+
+
+@pytest.mark.parametrize(
+    ("caller", "table", "operation", "target"), REST_CASES, ids=["-".join(c) for c in REST_CASES]
+)
+def test_rest_matrix_on_supabase_default_privileges(
+    rest_conn: psycopg.Connection[Any], caller: str, table: str, operation: str, target: str
+) -> None:
+    """Direct REST access: a staff member cannot UPDATE an order or INSERT a forged status event,
+    a service key cannot either, anon gets nothing; reads stay as the policies allow."""
+    done = attempt(
+        rest_conn,
+        Principal(None, frozenset()),
+        table,
+        operation,
+        target,
+        context=_rest(rest_conn, REST_CALLERS[caller]),
+    )
+    assert done is expected_over_rest(caller, table, operation, target)
+
+
+@pytest.mark.parametrize(("caller", "table"), list(product(REST_CALLERS, TABLES)))
+def test_nobody_truncates_over_rest(
+    rest_conn: psycopg.Connection[Any], caller: str, table: str
+) -> None:
+    """TRUNCATE skips row-level security: only the privilege stops it."""
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        rest_conn.transaction(force_rollback=True),
+        _rest(rest_conn, REST_CALLERS[caller]),
+    ):
+        rest_conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
+
+
+@pytest.mark.parametrize(
+    ("principal", "table", "operation", "target"), CASES, ids=["-".join(c) for c in CASES]
+)
+def test_rls_matrix_on_supabase_default_privileges(
+    supabase_app_conn: psycopg.Connection[Any],
+    principal: str,
+    table: str,
+    operation: str,
+    target: str,
+) -> None:
+    """The services' own path (login orderstatus_app, SET LOCAL ROLE) is unchanged there: the
+    default privileges widen nothing, and the worker still writes for the callers it may."""
+    allowed = attempt(supabase_app_conn, PRINCIPALS[principal], table, operation, target)
+    assert allowed is expected(principal, table, operation, target)
+
+
+EXPECTED_GRANTS = {
+    ("authenticated", "orders"): {"SELECT", "INSERT"},
+    ("service_role", "orders"): {"SELECT", "INSERT"},
+    ("authenticated", "order_status_events"): {"SELECT", "INSERT"},
+    ("service_role", "order_status_events"): {"SELECT", "INSERT"},
+    ("authenticated", "restaurant_staff"): {"SELECT"},
+    ("authenticated", "command_outcomes"): {"SELECT"},
+    ("service_role", "command_outcomes"): {"SELECT"},
+}
+"""Table-level privileges of the three Supabase roles, exactly (plus UPDATE of three columns of
+orders, checked below); on a database with Supabase's default privileges as on plain PostgreSQL."""
+
+
+@pytest.mark.parametrize("which", ["plain", "supabase"])
+def test_the_supabase_roles_hold_exactly_the_grants_the_services_need(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    db: Database = request.getfixturevalue("database" if which == "plain" else "supabase_database")
+    with psycopg.connect(db.admin_url, autocommit=True) as admin:
+        tables = admin.execute(
+            """SELECT grantee, table_name, privilege_type FROM information_schema.role_table_grants
+               WHERE table_schema = 'public' AND grantee IN ('anon', 'authenticated', 'service_role')"""
+        ).fetchall()
+        columns = admin.execute(
+            """SELECT grantee, table_name, column_name, privilege_type
+               FROM information_schema.column_privileges
+               WHERE table_schema = 'public' AND privilege_type <> 'SELECT'
+                 AND privilege_type <> 'INSERT'
+                 AND grantee IN ('anon', 'authenticated', 'service_role')"""
+        ).fetchall()
+        sequences = admin.execute(
+            """SELECT c.relname, r.rolname FROM pg_class c CROSS JOIN pg_roles r
+               WHERE c.relkind = 'S' AND c.relnamespace = 'public'::regnamespace
+                 AND r.rolname IN ('anon', 'authenticated', 'service_role')
+                 AND has_sequence_privilege(r.oid, c.oid, 'USAGE,SELECT,UPDATE')"""
+        ).fetchall()
+    held: dict[tuple[str, str], set[str]] = {}
+    for grantee, table, privilege in tables:
+        held.setdefault((grantee, table), set()).add(privilege)
+    assert held == EXPECTED_GRANTS
+    assert sorted(columns) == sorted(
+        (role, "orders", column, "UPDATE")
+        for role in ("authenticated", "service_role")
+        for column in ("status", "updated_at", "version")
+    )
+    assert sequences == []

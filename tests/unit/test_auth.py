@@ -169,7 +169,7 @@ def test_an_empty_secret_turns_hs256_off() -> None:
 
 
 def test_prod_refuses_the_development_secret() -> None:
-    with pytest.raises(ValueError, match="development secret"):
+    with pytest.raises(ValueError, match="development JWT secret"):
         TokenVerifier(Settings(jwt_secret=SecretStr(DEV_JWT_SECRET), environment="prod"))
 
 

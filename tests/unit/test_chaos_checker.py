@@ -23,6 +23,7 @@ from tests.chaos.checker import (
     PublishedCommand,
     StatusChangeRow,
     StoredOutcome,
+    Verdict,
     VisibleEvent,
     VisibleResult,
     check,
@@ -198,8 +199,83 @@ def test_each_kind_of_damage_is_reported_under_its_heading(
     damage(evidence)
     verdict = check(evidence)
     assert getattr(verdict, heading).count >= 1, getattr(verdict, heading)
-    if heading != "inconsistent":  # wrong answers are reported beside the verdict
-        assert not verdict.passed
+    assert not verdict.passed
+
+
+def _duplicate_status_row(e: Evidence) -> None:
+    """The same change written twice to order_status_events (another row id)."""
+    e.status_changes.append(replace(e.status_changes[0], row_id=1000))
+
+
+def _two_commands_applied_for_one_key(e: Evidence) -> None:
+    """A retry of request 2 (its attempt .1) became a second command, and it was applied."""
+    first = e.commands[2]
+    second = PublishedCommand(str(uuid.uuid4()), first.order_id, first.rid[:-1] + "1", 0, 500)
+    e.commands.append(second)
+    stored = next(o for o in e.inbox if o.command_id == first.command_id)
+    e.inbox.append(replace(stored, command_id=second.command_id))
+
+
+def _applied_without_status_row(e: Evidence) -> None:
+    e.status_changes.pop()  # the last change of the last order: no version gap follows
+
+
+def _events_on_two_partitions(e: Evidence) -> None:
+    e.events[2] = replace(e.events[2], partition=e.events[2].partition + 1)
+
+
+def _applied_in_another_order(e: Evidence) -> None:
+    """A terminal's requests 2 and 3 of one order: sent in one order, applied in the other."""
+    e.requests[2].seq, e.requests[3].seq = e.requests[3].seq, e.requests[2].seq
+
+
+def _second_order_for_one_key(e: Evidence) -> None:
+    """The create of request 0 retried (attempt .1) after a 503: a second order was created."""
+    first = e.commands[0]
+    other_order = str(uuid.uuid4())
+    second = PublishedCommand(str(uuid.uuid4()), other_order, first.rid[:-1] + "1", 0, 501)
+    e.commands.append(second)
+    stored = next(o for o in e.inbox if o.command_id == first.command_id)
+    e.inbox.append(replace(stored, command_id=second.command_id, order_id=other_order))
+
+
+@pytest.mark.parametrize(
+    ("damage", "heading", "says"),
+    [
+        (_duplicate_status_row, "duplicated", "2 rows in order_status_events"),
+        (_two_commands_applied_for_one_key, "duplicated", "2 commands applied"),
+        (_applied_without_status_row, "lost", "no row in order_status_events"),
+        (_events_on_two_partitions, "out_of_order", "events on several partitions"),
+        (_applied_in_another_order, "out_of_order", "applied in another order"),
+        (_second_order_for_one_key, "duplicate_orders", "2 orders"),
+    ],
+)
+def test_each_rule_reports_its_damage(
+    damage: Callable[[Evidence], None], heading: str, says: str
+) -> None:
+    """Each of these rules, fed the damage it exists for, names it (not only some other rule)."""
+    evidence = walked_orders()
+    damage(evidence)
+    verdict = check(evidence)
+    finding = getattr(verdict, heading)
+    assert any(says in example for example in finding.examples), finding
+    assert not verdict.passed
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda v: v.inconsistent.add("answered 200, stored as a conflict"),
+        lambda v: setattr(v, "unresolved", 1),
+        lambda v: v.unexpected_conflicts.update({"stale-version": 1}),
+        lambda v: v.duplicate_orders.add("key k: 2 orders"),
+    ],
+)
+def test_every_wrong_answer_fails_the_verdict(damage: Callable[[Verdict], None]) -> None:
+    verdict = check(walked_orders())
+    assert verdict.passed
+    damage(verdict)
+    assert not verdict.passed
 
 
 def test_a_second_copy_flagged_duplicate_is_not_a_duplicate() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
+from services.core.settings import DEV_JWT_SECRET, Settings
 from services.observability import slis
 from services.observability.kafka_lag import PartitionLag, lag_of
 from services.ops.doctor import window_seconds
@@ -157,12 +159,20 @@ def test_statement_verdicts(installed: bool, means: list[float], verdict: Verdic
         ("prod", False, False, Verdict.WARN),
         ("prod", True, True, Verdict.FAIL),
         ("staging", True, True, Verdict.FAIL),
+        ("production", True, True, Verdict.FAIL),
+        ("", True, True, Verdict.FAIL),
+        ("local", False, True, Verdict.OK),
     ],
 )
 def test_config_verdicts(
     environment: str, sentry: bool, dev_secret: bool, verdict: Verdict
 ) -> None:
-    assert judge_config(environment, sentry, dev_secret).verdict is verdict
+    settings = Settings(
+        environment=environment,
+        sentry_dsn="http://key@127.0.0.1:9/1" if sentry else None,
+        jwt_secret=SecretStr(DEV_JWT_SECRET if dev_secret else "a-real-secret-" + "x" * 32),
+    )
+    assert judge_config(settings).verdict is verdict
 
 
 def test_small_verdicts() -> None:
