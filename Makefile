@@ -62,7 +62,7 @@ infra: install ## Start PostgreSQL, Kafka and Prometheus (each waits until ready
 migrate: infra ## Apply the database migrations
 	@$(BIN)/orderstatus migrate
 
-up: migrate ## infra + migrations + topics + API and worker + demo
+up: migrate ## infra + migrations + topics + API, worker and figures app + demo
 	@$(BIN)/orderstatus topics
 	@$(LOCAL)/services.sh start all
 	@$(BIN)/orderstatus demo
@@ -70,6 +70,7 @@ up: migrate ## infra + migrations + topics + API and worker + demo
 	@echo "Order Status is up:"
 	@echo "  API          http://127.0.0.1:$${API_PORT:-8000}   (/readyz, /metrics)"
 	@echo "  worker       http://127.0.0.1:$${WORKER_METRICS_PORT:-9101}/metrics"
+	@echo "  figures      http://127.0.0.1:$${FIGURES_PORT:-6066}/   (live page; JSON: /restaurants/<id>/figures, /metrics)"
 	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)"
 	@echo "  PostgreSQL   $(DATABASE_URL)"
 	@echo "  Prometheus   $(PROMETHEUS_URL)   (rules: deploy/prometheus/rules)"
@@ -90,7 +91,8 @@ status: ## One line per component
 	@$(LOCAL)/prometheus.sh status || true
 	@$(LOCAL)/services.sh status all || true
 
-test: migrate ## infra + migrations, then pytest (PYTEST_ARGS=...); tests start their own API/worker
+test: migrate ## infra + migrations + Chromium (browser test), then pytest (PYTEST_ARGS=...)
+	@$(LOCAL)/chromium.sh install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed ## ruff format --check, ruff check, mypy

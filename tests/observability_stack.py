@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 from services.core.kafka_records import command_record
 from services.core.messages import Actor, CreateOrder, Role
 from services.core.settings import Settings
+from services.figures.kafka import delete_app_topics
 from tests.stack import ServiceProcess, free_port, isolated_settings, with_database
 from tests.tools import require
 
@@ -34,27 +35,30 @@ SUPERUSER = "postgres"
 T = TypeVar("T")
 
 
-def prometheus_config(api_port: int, worker_port: int) -> dict[str, Any]:
+def prometheus_config(
+    api_port: int, worker_port: int, figures_port: int | None = None
+) -> dict[str, Any]:
+    jobs = {"command-api": api_port, "status-worker": worker_port, "figures": figures_port}
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in RULE_FILES],
         "scrape_configs": [
-            {"job_name": "command-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]},
-            {
-                "job_name": "status-worker",
-                "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
-            },
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+            for job, port in jobs.items()
+            if port is not None
         ],
     }
 
 
 @contextmanager
-def private_prometheus(workdir: Path, api_port: int, worker_port: int) -> Iterator[str]:
+def private_prometheus(
+    workdir: Path, api_port: int, worker_port: int, figures_port: int | None = None
+) -> Iterator[str]:
     """Prometheus on a free loopback port; yields its URL."""
     prometheus = require(PROMETHEUS, "prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(api_port, worker_port)))
+    config.write_text(yaml.safe_dump(prometheus_config(api_port, worker_port, figures_port)))
     port = free_port()
     log = (workdir / "prometheus.log").open("ab")
     process = subprocess.Popen(
@@ -131,25 +135,37 @@ class ObservedStack:
 
 
 @contextmanager
-def observed_stack(base: Settings, log_dir: Path, **overrides: Any) -> Iterator[ObservedStack]:
+def observed_stack(
+    base: Settings, log_dir: Path, figures: bool = False, **overrides: Any
+) -> Iterator[ObservedStack]:
+    """With `figures`, the figures app runs and is scraped too (its dashboard panels)."""
     worker_port = free_port()
+    figures_port = free_port() if figures else None
     with isolated_settings(base, worker_lag_interval_s=1.0, **overrides) as settings:
         worker = ServiceProcess("worker", settings, log_dir, worker_metrics_port=worker_port)
         api = ServiceProcess("api", settings, log_dir)
-        worker.start()
-        api.start()
+        processes = [worker, api]
+        if figures_port is not None:
+            processes.append(
+                ServiceProcess("figures", settings, log_dir, figures_port=figures_port)
+            )
         try:
+            for process in processes:
+                process.start()
             workdir = log_dir / f"prometheus-{uuid.uuid4().hex[:6]}"
-            with private_prometheus(workdir, settings.api_port, worker_port) as url:
+            with private_prometheus(workdir, settings.api_port, worker_port, figures_port) as url:
                 stack = ObservedStack(
                     settings.model_copy(update={"prometheus_url": url}), api, worker, url
                 )
                 # Load must come after a first scrape: rate() cannot see a series' first sample.
-                wait_for(lambda: len(stack.query("up == 1")) == 2, 60, "both targets scraped")
+                targets = len(processes)
+                wait_for(lambda: len(stack.query("up == 1")) == targets, 60, "all targets scraped")
                 yield stack
         finally:
-            api.terminate()
-            worker.terminate()
+            for process in reversed(processes):
+                process.terminate()
+            if figures_port is not None:
+                delete_app_topics(settings)
 
 
 def enqueue_create_orders(settings: Settings, count: int) -> None:

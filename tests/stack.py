@@ -115,7 +115,7 @@ PR_SET_PDEATHSIG = 1
 
 
 class ServiceProcess:
-    """`orderstatus api` or `orderstatus worker` as a child process, logging to a file."""
+    """`orderstatus api`, `worker` or `figures` as a child process, logging to a file."""
 
     def __init__(self, kind: str, settings: Settings, log_dir: Path, **overrides: Any) -> None:
         self.kind = kind
@@ -152,9 +152,10 @@ class ServiceProcess:
         raise TimeoutError(f"{self.kind} not ready in {timeout}s:\n{self.logs()[-4000:]}")
 
     def _ready(self) -> bool:
-        if self.kind == "api":
+        port = {"api": self.settings.api_port, "figures": self.settings.figures_port}.get(self.kind)
+        if port is not None:
             try:
-                url = f"http://127.0.0.1:{self.settings.api_port}/readyz"
+                url = f"http://127.0.0.1:{port}/readyz"
                 return httpx.get(url, timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False

@@ -8,7 +8,17 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from services.cli import access, events, messages, ops, processes, retention, traffic, worker_ops
+from services.cli import (
+    access,
+    events,
+    figures,
+    messages,
+    ops,
+    processes,
+    retention,
+    traffic,
+    worker_ops,
+)
 from services.core.settings import Settings
 
 Command = Callable[[Settings, argparse.Namespace], int | None]
@@ -17,6 +27,7 @@ GROUPS: tuple[ModuleType, ...] = (
     access,
     processes,
     worker_ops,
+    figures,
     traffic,
     messages,
     events,

@@ -193,6 +193,12 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="0.0.0.0 inside containers")
     worker_lag_interval_s: float = Field(5.0, description="How often the worker measures its lag")
 
+    figures_host: str = Field("127.0.0.1", description="0.0.0.0 inside containers")
+    figures_port: int = Field(6066, description="The figures app's page, JSON views and /metrics")
+    figures_metrics_max_restaurants: int = Field(
+        20, ge=1, description="Restaurants with their own metric label; the rest are 'other'"
+    )
+
     sentry_dsn: str | None = Field(None, description="Sentry is off when unset")
     sentry_sample_rate: float = Field(1.0, ge=0, le=1, description="Share of errors/messages sent")
     sentry_traces_sample_rate: float = Field(

@@ -35,6 +35,9 @@ OUTPUT = (
 )
 RATE = "$__rate_interval"
 TOP_RESTAURANTS = 10
+FIGURES = "orderstatus_figures"
+"""The figures app's metrics (services/figures/metrics.py): one `restaurant` label per busy
+restaurant, the rest as restaurant="other"."""
 
 TOP_RESTAURANTS_SQL = f"""SELECT restaurant_id::text AS restaurant, count(*) AS status_changes,
        count(*) FILTER (WHERE to_status = 'cancelled') AS cancelled
@@ -119,7 +122,10 @@ def build() -> db.Dashboard:
         db.Dashboard("Order Status")
         .uid(UID)
         .tags(["orderstatus", "runbook"])
-        .description("The runbook's SLOs, throughput, outcomes, latency and the Kafka pipeline.")
+        .description(
+            "The runbook's SLOs, throughput, outcomes, latency, per-restaurant figures and the "
+            "Kafka pipeline."
+        )
         .refresh("10s")
         .time("now-1h", "now")
         .timezone("browser")
@@ -212,6 +218,43 @@ def build() -> db.Dashboard:
                     "worker Kafka transaction",
                     "D",
                 ),
+            )
+        )
+        .with_row(db.Row("Per-restaurant figures (figures app, docs/figures.md)"))
+        .with_panel(
+            series(
+                f"Status changes in the current minute, top {TOP_RESTAURANTS} restaurants",
+                "short",
+                promql(f"topk({TOP_RESTAURANTS}, {FIGURES}_changes_last_minute)", "{{restaurant}}"),
+                span=8,
+            )
+        )
+        .with_panel(
+            series(
+                "Conflicts and forbidden attempts, last hour (all restaurants)",
+                "short",
+                promql(f"sum({FIGURES}_conflicts_last_hour)", "conflicts", "A"),
+                promql(f"sum({FIGURES}_forbidden_last_hour)", "forbidden", "B"),
+                span=8,
+            )
+        )
+        .with_panel(
+            series(
+                "Orders open now, by status",
+                "short",
+                promql(f"sum by (status) ({FIGURES}_open_orders)", "{{status}}"),
+                span=8,
+            )
+        )
+        .with_panel(
+            series(
+                f"Prep time (accepted -> ready) p95 over the last hour, top {TOP_RESTAURANTS}",
+                "s",
+                promql(
+                    f'topk({TOP_RESTAURANTS}, {FIGURES}_prep_time_seconds{{quantile="p95"}})',
+                    "{{restaurant}}",
+                ),
+                span=12,
             )
         )
         .with_row(db.Row("Kafka pipeline"))

@@ -35,7 +35,7 @@ RATE_INTERVAL = "1m"
 
 @pytest.fixture(scope="module")
 def loaded(base_settings: Settings, log_dir: Path) -> Iterator[ObservedStack]:
-    with observed_stack(base_settings, log_dir) as stack:
+    with observed_stack(base_settings, log_dir, figures=True) as stack:
         assert run_demo(stack.settings, stack.url, terminals=3, orders=2) == 0
         tokens = Tokens(stack.settings)
         restaurant = uuid.uuid4()
