@@ -23,6 +23,7 @@ from services.command_api.limits import RequestLimits
 from services.command_api.orders_feed import router as orders_feed_router
 from services.command_api.reply_partition import reply_partition
 from services.core import kafka_config
+from services.core.jsonlog import configure_logging
 from services.core.settings import Settings
 from services.observability.api_metrics import ApiMetrics
 from services.observability.sentry import init_sentry
@@ -96,3 +97,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContext, metrics=metrics)
     return app
+
+
+def process_app() -> FastAPI:
+    """uvicorn's app factory when API_PROCESSES > 1 (`uvicorn.run("services.command_api.app:
+    process_app", factory=True, workers=N)`): each spawned process configures its own logs and
+    builds its app, and takes its own reply partition, from the environment."""
+    settings = Settings()
+    configure_logging("command-api", settings.log_level)
+    return create_app(settings)

@@ -81,7 +81,7 @@ LOG_CONTEXT = "log_context"
 """The scope state key of the request's LogContext (set by RequestContext, filled by routes)."""
 
 
-def _app_state(request: Request, name: str, kind: type[T]) -> T:
+def app_state(request: Request, name: str, kind: type[T]) -> T:
     """What the composition root (app.py) put in `app.state`, checked for its type."""
     value = getattr(request.app.state, name, None)
     if not isinstance(value, kind):
@@ -90,23 +90,23 @@ def _app_state(request: Request, name: str, kind: type[T]) -> T:
 
 
 def settings_of(request: Request) -> Settings:
-    return _app_state(request, "settings", Settings)
+    return app_state(request, "settings", Settings)
 
 
 def bus_of(request: Request) -> CommandBus:
-    return _app_state(request, "bus", CommandBus)
+    return app_state(request, "bus", CommandBus)
 
 
 def reads_of(request: Request) -> OrderReads:
-    return _app_state(request, "reads", OrderReads)
+    return app_state(request, "reads", OrderReads)
 
 
 def dispatch_of(request: Request) -> CommandDispatch:
-    return _app_state(request, "dispatch", CommandDispatch)
+    return app_state(request, "dispatch", CommandDispatch)
 
 
 def verifier_of(request: Request) -> TokenVerifier:
-    return _app_state(request, "verifier", TokenVerifier)
+    return app_state(request, "verifier", TokenVerifier)
 
 
 def log_context(request: Request) -> LogContext:

@@ -18,6 +18,8 @@ import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.types import Event, Hint
 
+from services.core.jsonlog import OUTCOME_EVENTS
+from services.core.messages import Outcome
 from services.core.settings import Settings
 
 CONFLICT = "order-status-conflict"
@@ -26,7 +28,10 @@ EXCEPTION = "order-status-exception"
 SUCCESS = "order-status-success"
 WORKER_TRANSACTION = "order-status-command"
 
-MESSAGE_OF_EVENT = {"order_status_conflict": CONFLICT, "order_status_forbidden": FORBIDDEN}
+MESSAGE_OF_EVENT = {
+    OUTCOME_EVENTS[outcome]: OUTCOME_EVENTS[outcome].replace("_", "-")
+    for outcome in (Outcome.CONFLICT, Outcome.FORBIDDEN)
+}
 """The API's log `evt` of an answer -> the Sentry message sent for it."""
 
 TRACE_HEADERS = ("sentry-trace", "baggage")
