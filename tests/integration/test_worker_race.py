@@ -1,4 +1,4 @@
-"""Two transactions through the worker's production code (services.status_worker.db.apply_batch)
+"""Two transactions through the worker's production code (services.status_worker.service.apply_batch)
 change one order at the same time, on two connections: exactly one change wins, the other sees
 the winner's version (a conflict, not a second write). The 50-way race of the end-to-end tests
 never gets here: one partition, one worker, so its commands are applied one after another.
@@ -21,7 +21,9 @@ from services.core.messages import ChangeStatus, ConflictType, Outcome
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.core.tenancy import APP_ROLE
-from services.status_worker.db import Incoming, Processed, apply_batch
+from services.status_worker.batch import Incoming, Processed
+from services.status_worker.db import UnitOfWork
+from services.status_worker.service import apply_batch
 from tests.integration.test_rls_worker import NOW, change, create, staff_of
 from tests.stack import migrated_database
 
@@ -47,7 +49,7 @@ def race(
             with psycopg.connect(app_url, autocommit=False) as conn:
                 try:
                     results[n] = apply_batch(
-                        conn, [Incoming(commands[n], n, 0)], NOW, isolate=False
+                        UnitOfWork(conn), [Incoming(commands[n], n, 0)], NOW, isolate=False
                     )
                 except Exception as exc:
                     results[n] = exc
@@ -92,7 +94,9 @@ def test_two_workers_changing_one_order_at_once_apply_one_change(
     order = create(actor, restaurant)
     with psycopg.connect(app_url, autocommit=False) as conn:
         assert (
-            apply_batch(conn, [Incoming(order, 9, 0)], NOW, isolate=False)[0].result.outcome
+            apply_batch(UnitOfWork(conn), [Incoming(order, 9, 0)], NOW, isolate=False)[
+                0
+            ].result.outcome
             is Outcome.APPLIED
         )
     # Both legal from pending; after either one, the other is not (or its version is stale).
