@@ -97,41 +97,53 @@ async def _reject(send: Send, status: int, kind: str, title: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def protocol_with_header_timeout(seconds: float) -> type[HttpToolsProtocol]:
+class HeaderTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing a connection whose request head is not complete
-    `seconds` after the connection opened or after the request's first byte."""
+    `head_timeout_s` after the connection opened or after the request's first byte. A class of its
+    own module, not one made per call, so uvicorn can name it (`http=HEADER_TIMEOUT_PROTOCOL`) in
+    the processes it spawns for API_PROCESSES > 1; each reads API_HEADER_TIMEOUT_S on first use."""
 
-    class HeaderTimeoutProtocol(HttpToolsProtocol):
-        _head_deadline: asyncio.TimerHandle | None = None
+    head_timeout_s: float | None = None
+    _head_deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm_head_deadline()
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_head_deadline()
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._arm_head_deadline()
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_head_deadline()
 
-        def on_headers_complete(self) -> None:
-            self._disarm_head_deadline()
-            super().on_headers_complete()
+    def on_headers_complete(self) -> None:
+        self._disarm_head_deadline()
+        super().on_headers_complete()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_head_deadline()
-            super().connection_lost(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
 
-        def _arm_head_deadline(self) -> None:
-            if self._head_deadline is None:
-                self._head_deadline = self.loop.call_later(seconds, self._head_too_slow)
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(self._timeout_s(), self._head_too_slow)
 
-        def _disarm_head_deadline(self) -> None:
-            if self._head_deadline is not None:
-                self._head_deadline.cancel()
-                self._head_deadline = None
-
-        def _head_too_slow(self) -> None:
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
             self._head_deadline = None
-            if not self.transport.is_closing():
-                self.transport.close()
 
-    return HeaderTimeoutProtocol
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    @classmethod
+    def _timeout_s(cls) -> float:
+        if cls.head_timeout_s is None:
+            from services.core.settings import Settings
+
+            cls.head_timeout_s = Settings().api_header_timeout_s
+        return cls.head_timeout_s
+
+
+HEADER_TIMEOUT_PROTOCOL = f"{__name__}:{HeaderTimeoutProtocol.__name__}"
+"""The protocol as uvicorn imports it (`http=`): the same in every process it spawns."""
