@@ -17,6 +17,7 @@ from services.command_api.http import RequestContext, install_error_handlers, ro
 from services.command_api.idempotency import CommandRequests
 from services.command_api.kafka import CommandBus
 from services.command_api.limits import RequestLimits
+from services.command_api.webhooks import router as webhooks_router
 from services.core.settings import Settings
 from services.observability.api_metrics import mount_metrics
 from services.observability.sentry import init_sentry
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = TokenVerifier(settings)
     app.include_router(router)
+    app.include_router(webhooks_router)
     mount_metrics(app)
     install_error_handlers(app)
     # Size limits first (inside RequestContext, so a 413/431 is logged with its request id).

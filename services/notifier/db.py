@@ -1,0 +1,223 @@
+"""PostgreSQL adapter of the notifier, as the services' own role (no caller): records the
+deliveries of a batch of events, hands the dispatcher what is due, and stores each attempt with
+the delivery's and the endpoint's new state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.notifier import queries
+from services.notifier.kafka import RoutedEvent
+
+_DISPATCHER_LOCK = 0x0E77_0B07
+"""Advisory lock: one dispatcher per database, however many notifier processes consume."""
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    id: int
+    endpoint_id: UUID
+    event_id: str
+    order_id: UUID
+    version: int
+    body: bytes
+    attempts: int
+    event_time: datetime
+    url: str
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedAttempt:
+    delivery_id: int
+    endpoint_id: UUID
+    attempted_at: datetime
+    status: str  # the delivery's new status: pending (retry), delivered, failed
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    next_retry_at: datetime | None
+    success: bool
+    gone: bool
+
+
+def _wants(endpoint: dict[str, Any], event: RoutedEvent) -> bool:
+    types = endpoint["event_types"]
+    return endpoint["restaurant_id"] == event.restaurant_id and (
+        not types or event.event_type in types
+    )
+
+
+class NotifierDatabase:
+    def __init__(self, database_url: str, max_size: int = 4) -> None:
+        self.url = database_url
+        self.pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
+            database_url,
+            connection_class=psycopg.AsyncConnection[DictRow],
+            min_size=2,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            timeout=10,
+        )
+        self._lock_conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def open(self) -> None:
+        await self.pool.open(wait=True, timeout=30)
+
+    async def close(self) -> None:
+        if self._lock_conn is not None:
+            await self._lock_conn.close()
+        await self.pool.close()
+
+    async def take_dispatcher_lock(self) -> bool:
+        """Held for the life of a dedicated session; False while another notifier holds it."""
+        if self._lock_conn is None or self._lock_conn.closed:
+            self._lock_conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        cursor = await self._lock_conn.execute(
+            "SELECT pg_try_advisory_lock(%s)", (_DISPATCHER_LOCK,)
+        )
+        row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    async def record_events(self, events: Sequence[RoutedEvent]) -> int:
+        """One transaction: a delivery per (matching endpoint, event); the ones already recorded
+        (a batch re-read after a crash) are left as they are. Returns the deliveries written."""
+        if not events:
+            return 0
+        restaurants = sorted({e.restaurant_id for e in events})
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                queries.ENDPOINTS_OF_RESTAURANTS, {"restaurants": restaurants}
+            )
+            endpoints = await cursor.fetchall()
+            columns: dict[str, list[Any]] = {
+                name: []
+                for name in (
+                    "endpoint_ids",
+                    "restaurant_ids",
+                    "event_ids",
+                    "event_types",
+                    "order_ids",
+                    "versions",
+                    "bodies",
+                    "event_times",
+                    "statuses",
+                )
+            }
+            for event in events:
+                for endpoint in endpoints:
+                    if not _wants(endpoint, event):
+                        continue
+                    columns["endpoint_ids"].append(endpoint["id"])
+                    columns["restaurant_ids"].append(event.restaurant_id)
+                    columns["event_ids"].append(event.event_id)
+                    columns["event_types"].append(event.event_type)
+                    columns["order_ids"].append(event.order_id)
+                    columns["versions"].append(event.version)
+                    columns["bodies"].append(event.body)
+                    columns["event_times"].append(event.time)
+                    # A disabled endpoint's events are kept, held for `recover`.
+                    columns["statuses"].append(
+                        "pending" if endpoint["status"] == "enabled" else "held"
+                    )
+            if not columns["endpoint_ids"]:
+                return 0
+            written = await conn.execute(queries.RECORD_DELIVERIES, columns)
+            return written.rowcount
+
+    async def due(
+        self, in_flight: Sequence[int], busy_endpoints: Sequence[UUID], limit: int
+    ) -> list[DueDelivery]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                queries.DUE_DELIVERIES,
+                {
+                    "in_flight": list(in_flight),
+                    "busy_endpoints": list(busy_endpoints),
+                    "limit": limit,
+                },
+            )
+            rows = await cursor.fetchall()
+        now = datetime.now().astimezone()
+        return [
+            DueDelivery(
+                id=row["id"],
+                endpoint_id=row["endpoint_id"],
+                event_id=row["event_id"],
+                order_id=row["order_id"],
+                version=row["version"],
+                body=bytes(row["body"]),
+                attempts=row["attempts"],
+                event_time=row["event_time"],
+                url=row["url"],
+                secrets=(row["secret"],)
+                + (
+                    (row["previous_secret"],)
+                    if row["previous_secret"]
+                    and row["previous_secret_expires_at"] is not None
+                    and row["previous_secret_expires_at"] > now
+                    else ()
+                ),
+            )
+            for row in rows
+        ]
+
+    async def record_attempts(
+        self, finished: Sequence[FinishedAttempt], disable_after_s: float
+    ) -> list[UUID]:
+        """One transaction for a batch of attempts; returns the endpoints it disabled."""
+        if not finished:
+            return []
+        last: dict[UUID, FinishedAttempt] = {}
+        for attempt in finished:
+            last[attempt.endpoint_id] = attempt
+        succeeded = [e for e, a in last.items() if a.success]
+        failing = [e for e, a in last.items() if not a.success]
+        gone = sorted({a.endpoint_id for a in finished if a.gone})
+        params = [
+            {
+                "delivery_id": a.delivery_id,
+                "attempted_at": a.attempted_at,
+                "status_code": a.status_code,
+                "latency_ms": a.latency_ms,
+                "error": a.error,
+                "next_retry_at": a.next_retry_at,
+                "status": a.status,
+            }
+            for a in finished
+        ]
+        disabled: list[UUID] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            async with conn.cursor() as cursor:
+                await cursor.executemany(queries.RECORD_ATTEMPT, params)
+                await cursor.executemany(queries.UPDATE_DELIVERY, params)
+            if succeeded:
+                await conn.execute(queries.ENDPOINTS_SUCCEEDED, {"ids": succeeded})
+            if failing:
+                at = min(a.attempted_at for a in finished if a.endpoint_id in set(failing))
+                await conn.execute(queries.ENDPOINTS_FAILED, {"ids": failing, "at": at})
+                cursor = await conn.execute(
+                    queries.DISABLE_FAILING, {"ids": failing, "after_s": disable_after_s}
+                )
+                disabled += [row["id"] for row in await cursor.fetchall()]
+            if gone:
+                cursor = await conn.execute(queries.DISABLE_GONE, {"ids": gone})
+                disabled += [row["id"] for row in await cursor.fetchall()]
+            if disabled:
+                await conn.execute(queries.HOLD_PENDING, {"ids": disabled})
+        return disabled
+
+    async def backlog(self) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(queries.BACKLOG)
+            row: dict[str, Any] | None = await cursor.fetchone()
+            return row or {"pending": 0, "retrying": 0, "oldest_s": 0.0}

@@ -1,0 +1,268 @@
+"""The notifier's loops: ingest (events topic -> deliveries in PostgreSQL -> offsets committed),
+dispatch (due deliveries, the head of each (endpoint, order) only, within per-host budgets ->
+attempts in flight), and record (finished attempts -> PostgreSQL, in batches)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+from uuid import UUID
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from services.notifier import metrics
+from services.notifier.db import DueDelivery, FinishedAttempt, NotifierDatabase
+from services.notifier.http import DeliveryClient, host_key
+from services.notifier.kafka import EventSource, RoutedEvent, routed_event
+from services.notifier.schedule import AttemptResult, Verdict, decide, retry_after_s
+from services.notifier.signing import signed_headers
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
+POLL_MAX = 500
+IDLE_DISPATCH_S = 0.2
+"""With nothing new, the dispatcher still looks for due retries this often."""
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    schedule: tuple[float, ...]
+    disable_after_s: float
+    max_in_flight: int
+    per_host: int
+
+
+class Notifier:
+    def __init__(
+        self,
+        config: NotifierConfig,
+        source: EventSource,
+        database: NotifierDatabase,
+        client: DeliveryClient,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.db = database
+        self.client = client
+        self.rng = rng or random.Random()
+        self.stopping = asyncio.Event()
+        self._work = asyncio.Event()  # something may be due: new deliveries or finished attempts
+        self._finished_ready = asyncio.Event()
+        self._finished: list[FinishedAttempt] = []
+        self._in_flight: dict[
+            int, UUID
+        ] = {}  # delivery id -> endpoint, until its attempt is stored
+        self._host_of_endpoint: dict[UUID, str] = {}
+        self._per_host: Counter[str] = Counter()  # HTTP requests open per host
+        self._attempts: set[asyncio.Task[None]] = set()
+
+    # ---- ingest ------------------------------------------------------------------------------
+
+    async def ingest(self) -> None:
+        self.source.subscribe()
+        while not self.stopping.is_set():
+            messages = await asyncio.to_thread(self.source.poll, POLL_MAX, 0.05)
+            if not messages:
+                continue
+            events: list[RoutedEvent] = []
+            for message in messages:
+                try:
+                    events.append(routed_event(message.value()))
+                except ValueError as exc:
+                    metrics.UNDECODABLE.inc()
+                    log.warning(
+                        "undecodable event skipped",
+                        extra={
+                            "evt": "event_undecodable",
+                            "error": str(exc),
+                            "partition": message.partition(),
+                            "offset": message.offset(),
+                        },
+                    )
+            await self._until_stored(functools.partial(self._record, events))
+            # Only now: a crash before this line re-reads the batch, whose deliveries are stored.
+            await asyncio.to_thread(self.source.commit, messages)
+            self._work.set()
+
+    async def _record(self, events: list[RoutedEvent]) -> None:
+        written = await self.db.record_events(events)
+        metrics.RECORDED.inc(written)
+
+    async def _until_stored(self, write: Callable[[], Awaitable[T]]) -> T:
+        """PostgreSQL away: wait and write again (nothing is acknowledged meanwhile)."""
+        pause = 0.5
+        while True:
+            try:
+                return await write()
+            except DATABASE_ERRORS as exc:
+                log.warning(
+                    "database unavailable", extra={"evt": "database_unavailable", "error": str(exc)}
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    # ---- dispatch ----------------------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        while not await self.db.take_dispatcher_lock():
+            log.info("another notifier dispatches; waiting", extra={"evt": "dispatcher_standby"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 5)
+            if self.stopping.is_set():
+                return
+        log.info("dispatcher started", extra={"evt": "dispatcher_started"})
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work.wait(), IDLE_DISPATCH_S)
+            self._work.clear()
+            try:
+                await self._dispatch_due()
+            except DATABASE_ERRORS as exc:
+                log.warning(
+                    "database unavailable", extra={"evt": "database_unavailable", "error": str(exc)}
+                )
+                await asyncio.sleep(1)
+
+    def _busy_endpoints(self) -> list[UUID]:
+        full = {h for h, n in self._per_host.items() if n >= self.config.per_host}
+        return [e for e, h in self._host_of_endpoint.items() if h in full]
+
+    async def _dispatch_due(self) -> None:
+        room = self.config.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return
+        due = await self.db.due(list(self._in_flight), self._busy_endpoints(), min(room, 1000))
+        for delivery in due:
+            host = host_key(delivery.url)
+            if self._per_host[host] >= self.config.per_host or delivery.id in self._in_flight:
+                continue
+            self._in_flight[delivery.id] = delivery.endpoint_id
+            self._host_of_endpoint[delivery.endpoint_id] = host
+            self._per_host[host] += 1
+            task = asyncio.create_task(self._attempt(delivery, host))
+            self._attempts.add(task)
+            task.add_done_callback(self._attempts.discard)
+        metrics.IN_FLIGHT.set(len(self._in_flight))
+
+    async def _attempt(self, delivery: DueDelivery, host: str) -> None:
+        attempted_at = datetime.now(UTC)
+        if delivery.attempts == 0:
+            lag = (attempted_at - delivery.event_time).total_seconds()
+            metrics.FIRST_ATTEMPT_SECONDS.observe(max(lag, 0.0))
+        try:
+            headers = signed_headers(
+                delivery.secrets, delivery.event_id, int(time.time()), delivery.body
+            )
+            outcome = await self.client.post(delivery.url, delivery.body, headers)
+        finally:
+            self._per_host[host] -= 1
+        metrics.ATTEMPTS.labels(outcome.result.value).inc()
+        metrics.ATTEMPT_SECONDS.observe(outcome.latency_ms / 1000)
+        decision = decide(
+            outcome.result,
+            delivery.attempts + 1,
+            self.config.schedule,
+            attempted_at,
+            self.rng,
+            retry_after_s(outcome.retry_after, attempted_at),
+        )
+        status = {
+            Verdict.DELIVERED: "delivered",
+            Verdict.RETRY: "pending",
+            Verdict.FAILED: "failed",
+            Verdict.DISABLE: "failed",
+        }[decision.verdict]
+        if decision.verdict is not Verdict.RETRY:
+            metrics.DELIVERIES.labels(decision.verdict.value).inc()
+        self._finished.append(
+            FinishedAttempt(
+                delivery_id=delivery.id,
+                endpoint_id=delivery.endpoint_id,
+                attempted_at=attempted_at,
+                status=status,
+                status_code=outcome.status_code,
+                latency_ms=outcome.latency_ms,
+                error=outcome.error,
+                next_retry_at=decision.next_attempt_at,
+                success=outcome.result is AttemptResult.SUCCESS,
+                gone=outcome.result is AttemptResult.GONE,
+            )
+        )
+        self._finished_ready.set()
+
+    # ---- record ------------------------------------------------------------------------------
+
+    async def record(self) -> None:
+        """Stores finished attempts in batches; a delivery leaves `in flight` only once its new
+        state is stored, so the dispatcher never sends it twice."""
+        while not (self.stopping.is_set() and not self._attempts and not self._finished):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished_ready.wait(), 0.1)
+            self._finished_ready.clear()
+            if not self._finished:
+                continue
+            batch, self._finished = self._finished, []
+            disabled = await self._until_stored(
+                functools.partial(self.db.record_attempts, batch, self.config.disable_after_s)
+            )
+            for attempt in batch:
+                self._in_flight.pop(attempt.delivery_id, None)
+            for endpoint in disabled:
+                metrics.ENDPOINTS_DISABLED.inc()
+                log.warning(
+                    "endpoint disabled",
+                    extra={"evt": "webhook_endpoint_disabled", "endpoint_id": str(endpoint)},
+                )
+            self._forget_idle_endpoints()
+            metrics.IN_FLIGHT.set(len(self._in_flight))
+            self._work.set()
+
+    def _forget_idle_endpoints(self) -> None:
+        busy = set(self._in_flight.values())
+        for endpoint in [e for e in self._host_of_endpoint if e not in busy]:
+            del self._host_of_endpoint[endpoint]
+
+    # ---- gauges ------------------------------------------------------------------------------
+
+    async def measure(self, every_s: float = 5.0) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(*DATABASE_ERRORS):
+                backlog = await self.db.backlog()
+                metrics.PENDING.set(backlog["pending"])
+                metrics.RETRY_BACKLOG.set(backlog["retrying"])
+                metrics.OLDEST_UNDELIVERED.set(backlog["oldest_s"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), every_s)
+
+    async def run(self) -> None:
+        loops = [
+            asyncio.create_task(self.ingest(), name="ingest"),
+            asyncio.create_task(self.dispatch(), name="dispatch"),
+            asyncio.create_task(self.record(), name="record"),
+            asyncio.create_task(self.measure(), name="measure"),
+        ]
+        stopped = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait([*loops, stopped], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            failure = None if task is stopped else task.exception()
+            if failure is not None:
+                self.stopping.set()
+                raise failure
+        # Stopping: attempts in flight get a bounded time to finish, then everything is stored.
+        if self._attempts:
+            await asyncio.wait(set(self._attempts), timeout=self.client.limits.total_timeout_s)
+        await asyncio.gather(*loops, return_exceptions=True)
