@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 POLL_MAX = 500
+STOP_GRACE_S = 5.0
+"""On SIGTERM, attempts in flight get this long; the rest are sent again by the next notifier."""
 IDLE_DISPATCH_S = 0.2
 """With nothing new, the dispatcher still looks for due retries this often."""
 
@@ -155,8 +157,19 @@ class Notifier:
             self._per_host[host] += 1
             task = asyncio.create_task(self._attempt(delivery, host))
             self._attempts.add(task)
-            task.add_done_callback(self._attempts.discard)
+            task.add_done_callback(functools.partial(self._attempt_done, delivery.id))
         metrics.IN_FLIGHT.set(len(self._in_flight))
+
+    def _attempt_done(self, delivery_id: int, task: asyncio.Task[None]) -> None:
+        self._attempts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not the receiver: free the slot; the delivery is still pending and retried.
+            self._in_flight.pop(delivery_id, None)
+            log.error(
+                "attempt crashed",
+                exc_info=task.exception(),
+                extra={"evt": "webhook_attempt_crashed", "delivery_id": delivery_id},
+            )
 
     async def _attempt(self, delivery: DueDelivery, host: str) -> None:
         attempted_at = datetime.now(UTC)
@@ -262,7 +275,10 @@ class Notifier:
             if failure is not None:
                 self.stopping.set()
                 raise failure
-        # Stopping: attempts in flight get a bounded time to finish, then everything is stored.
+        # Stopping: attempts in flight get a bounded time to finish; what finished is stored.
         if self._attempts:
-            await asyncio.wait(set(self._attempts), timeout=self.client.limits.total_timeout_s)
+            await asyncio.wait(set(self._attempts), timeout=STOP_GRACE_S)
+        for task in list(self._attempts):
+            task.cancel()
+        await asyncio.gather(*self._attempts, return_exceptions=True)
         await asyncio.gather(*loops, return_exceptions=True)
