@@ -53,9 +53,10 @@ SELECT id, endpoint_id, restaurant_id, event_id, order_id, %(attempted_at)s, %(s
 FROM webhook_deliveries WHERE id = %(delivery_id)s
 """
 
+# An attempt in flight when its endpoint was disabled: a retry verdict leaves it held (for recover).
 UPDATE_DELIVERY = """
 UPDATE webhook_deliveries
-SET status = %(status)s,
+SET status = CASE WHEN status = 'held' AND %(status)s = 'pending' THEN 'held' ELSE %(status)s END,
     attempts = attempts + 1,
     next_attempt_at = coalesce(%(next_retry_at)s, next_attempt_at),
     delivered_at = CASE WHEN %(status)s = 'delivered' THEN %(attempted_at)s END
