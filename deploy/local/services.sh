@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The Python services in the background, each in its own session (setsid), with
 # pid files in .local/run and logs in .local/log.
-#   deploy/local/services.sh start [api|worker|all]   idempotent; waits until ready
-#   deploy/local/services.sh stop [api|worker|all]    SIGTERM, up to 20 s, then SIGKILL
-#   deploy/local/services.sh status [api|worker|all]
+#   deploy/local/services.sh start [api|worker|notifier|all]   idempotent; waits until ready
+#   deploy/local/services.sh stop [api|worker|notifier|all]    SIGTERM, up to 20 s, then SIGKILL
+#   deploy/local/services.sh status [api|worker|notifier|all]
 # api = .venv/bin/orderstatus api (ready when GET /readyz is 200),
-# worker = .venv/bin/orderstatus worker (ready when its /metrics answers).
-# Env: API_PORT (8000), WORKER_METRICS_PORT (9101), SERVICES_START_TIMEOUT (60).
+# worker = .venv/bin/orderstatus worker (ready when its /metrics answers),
+# notifier = .venv/bin/orderstatus notifier (webhooks; ready when its /metrics answers).
+# Env: API_PORT (8000), WORKER_METRICS_PORT (9101), NOTIFIER_METRICS_PORT (9102),
+# WEBHOOK_ALLOWED_CIDRS (127.0.0.0/8: the demo's receiver is local), SERVICES_START_TIMEOUT (60).
 COMPONENT=services
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 API_PORT="${API_PORT:-8000}"
 WORKER_METRICS_PORT="${WORKER_METRICS_PORT:-9101}"
+NOTIFIER_METRICS_PORT="${NOTIFIER_METRICS_PORT:-9102}"
+# The API checks webhook URLs at registration and the notifier at delivery: both need it.
+export WEBHOOK_ALLOWED_CIDRS="${WEBHOOK_ALLOWED_CIDRS-127.0.0.0/8}" NOTIFIER_METRICS_PORT
 SERVICES_START_TIMEOUT="${SERVICES_START_TIMEOUT:-60}"
 CLI="$REPO_ROOT/.venv/bin/orderstatus"
 
@@ -20,6 +25,7 @@ ready_url() {
   case $1 in
     api) echo "http://127.0.0.1:$API_PORT/readyz" ;;
     worker) echo "http://127.0.0.1:$WORKER_METRICS_PORT/metrics" ;;
+    notifier) echo "http://127.0.0.1:$NOTIFIER_METRICS_PORT/metrics" ;;
   esac
 }
 
@@ -44,16 +50,16 @@ status_one() { status_named "$1" "$CLI $1" "$(ready_url "$1")"; }
 action=${1:-}
 target=${2:-all}
 case $target in
-  api | worker) names=("$target") ;;
-  all) names=(api worker) ;;
-  *) echo "usage: $0 {start|stop|status} [api|worker|all]" >&2; exit 2 ;;
+  api | worker | notifier) names=("$target") ;;
+  all) names=(api worker notifier) ;;
+  *) echo "usage: $0 {start|stop|status} [api|worker|notifier|all]" >&2; exit 2 ;;
 esac
 rc=0
 case $action in
   # The worker first: the API's replies come back through it.
-  start) for n in worker api; do [[ " ${names[*]} " == *" $n "* ]] && start_one "$n"; done ;;
-  stop) for n in api worker; do [[ " ${names[*]} " == *" $n "* ]] && stop_one "$n"; done ;;
+  start) for n in worker api notifier; do [[ " ${names[*]} " == *" $n "* ]] && start_one "$n"; done ;;
+  stop) for n in notifier api worker; do [[ " ${names[*]} " == *" $n "* ]] && stop_one "$n"; done ;;
   status) for n in "${names[@]}"; do status_one "$n" || rc=3; done ;;
-  *) echo "usage: $0 {start|stop|status} [api|worker|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 {start|stop|status} [api|worker|notifier|all]" >&2; exit 2 ;;
 esac
 exit $rc
