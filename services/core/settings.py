@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     notifier_metrics_host: str = Field("127.0.0.1", description="0.0.0.0 inside containers")
     notifier_max_in_flight: int = Field(2000, description="Webhook deliveries in flight at once")
     notifier_per_host_connections: int = Field(
-        64, description="Connections (and deliveries in flight) per receiving host:port"
+        128, description="Connections (and deliveries in flight) per receiving host:port"
     )
     webhook_allowed_cidrs: str = Field(
         "",
@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     )
     webhook_retry_schedule_s: str = Field(
         "5,300,1800,7200,18000,36000,36000",
-        description="Delays before each retry after the first attempt (Svix-like: about a day "
+        description="Delays before each retry after the first attempt (Svix-like: about 28 h "
         "and a half); each gets +-20 % jitter; the last one bounds Retry-After",
     )
     webhook_disable_after_s: float = Field(

@@ -39,6 +39,7 @@ class DueDelivery:
 class FinishedAttempt:
     delivery_id: int
     endpoint_id: UUID
+    order_id: UUID
     attempted_at: datetime
     status: str  # the delivery's new status: pending (retry), delivered, failed
     status_code: int | None
@@ -53,6 +54,15 @@ def _wants(endpoint: dict[str, Any], event: RoutedEvent) -> bool:
     types = endpoint["event_types"]
     return endpoint["restaurant_id"] == event.restaurant_id and (
         not types or event.event_type in types
+    )
+
+
+async def promote_heads(
+    conn: psycopg.AsyncConnection[Any], endpoint_ids: Sequence[UUID], order_ids: Sequence[UUID]
+) -> None:
+    """In a transaction holding LOCK_HEADS: each pair's next waiting delivery becomes its head."""
+    await conn.execute(
+        queries.PROMOTE_HEADS, {"endpoint_ids": list(endpoint_ids), "order_ids": list(order_ids)}
     )
 
 
@@ -127,11 +137,13 @@ class NotifierDatabase:
                     columns["event_times"].append(event.time)
                     # A disabled endpoint's events are kept, held for `recover`.
                     columns["statuses"].append(
-                        "pending" if endpoint["status"] == "enabled" else "held"
+                        "waiting" if endpoint["status"] == "enabled" else "held"
                     )
             if not columns["endpoint_ids"]:
                 return 0
+            await conn.execute(queries.LOCK_HEADS)
             written = await conn.execute(queries.RECORD_DELIVERIES, columns)
+            await promote_heads(conn, columns["endpoint_ids"], columns["order_ids"])
             return written.rowcount
 
     async def due(
@@ -196,10 +208,18 @@ class NotifierDatabase:
             for a in finished
         ]
         disabled: list[UUID] = []
+        finished_heads = [a for a in finished if a.status != "pending"]
         async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(queries.LOCK_HEADS)
             async with conn.cursor() as cursor:
                 await cursor.executemany(queries.RECORD_ATTEMPT, params)
                 await cursor.executemany(queries.UPDATE_DELIVERY, params)
+            if finished_heads:
+                await promote_heads(
+                    conn,
+                    [a.endpoint_id for a in finished_heads],
+                    [a.order_id for a in finished_heads],
+                )
             if succeeded:
                 await conn.execute(queries.ENDPOINTS_SUCCEEDED, {"ids": succeeded})
             if failing:

@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.core.messages import Actor
 from services.core.tenancy import acting_as_async
 from services.notifier import queries
+from services.notifier.db import promote_heads
 
 Row = dict[str, Any]
 
@@ -108,7 +109,12 @@ class EndpointStore:
             row: Row | None = await cursor.fetchone()
             if row is None:
                 return None
+            await conn.execute(queries.LOCK_HEADS)
             requeued = await conn.execute(
                 queries.REQUEUE_SINCE, {"id": endpoint_id, "since": since}
             )
-            return row, requeued.rowcount
+            pairs = await requeued.fetchall()
+            await promote_heads(
+                conn, [p["endpoint_id"] for p in pairs], [p["order_id"] for p in pairs]
+            )
+            return row, len(pairs)

@@ -36,6 +36,7 @@ POLL_MAX = 500
 STOP_GRACE_S = 5.0
 """On SIGTERM, attempts in flight get this long; the rest are sent again by the next notifier."""
 IDLE_DISPATCH_S = 0.2
+RECORD_COALESCE_S = 0.005
 """With nothing new, the dispatcher still looks for due retries this often."""
 
 
@@ -62,7 +63,9 @@ class Notifier:
         self.client = client
         self.rng = rng or random.Random()
         self.stopping = asyncio.Event()
-        self._work = asyncio.Event()  # something may be due: new deliveries or finished attempts
+        self._work = asyncio.Event()  # the database may hold new heads: new events, stored attempts
+        self._slot_free = asyncio.Event()  # a host has room again: dispatch from the buffer
+        self._buffer: list[DueDelivery] = []  # due heads fetched but not started (no room yet)
         self._finished_ready = asyncio.Event()
         self._finished: list[FinishedAttempt] = []
         self._in_flight: dict[
@@ -128,11 +131,20 @@ class Notifier:
                 return
         log.info("dispatcher started", extra={"evt": "dispatcher_started"})
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._work.wait(), IDLE_DISPATCH_S)
+            if not self._work.is_set():
+                waits = {asyncio.ensure_future(e.wait()) for e in (self._work, self._slot_free)}
+                await asyncio.wait(
+                    waits, timeout=IDLE_DISPATCH_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiting in waits:
+                    waiting.cancel()
+            refetch = self._work.is_set() or not self._buffer
             self._work.clear()
+            self._slot_free.clear()
             try:
-                await self._dispatch_due()
+                if refetch:
+                    await self._fetch_due()
+                self._start_buffered()
             except DATABASE_ERRORS as exc:
                 log.warning(
                     "database unavailable", extra={"evt": "database_unavailable", "error": str(exc)}
@@ -143,14 +155,36 @@ class Notifier:
         full = {h for h, n in self._per_host.items() if n >= self.config.per_host}
         return [e for e, h in self._host_of_endpoint.items() if h in full]
 
-    async def _dispatch_due(self) -> None:
+    async def _fetch_due(self) -> None:
+        """Replaces the buffer with the heads due now (the database's view is the newer)."""
         room = self.config.max_in_flight - len(self._in_flight)
         if room <= 0:
             return
-        due = await self.db.due(list(self._in_flight), self._busy_endpoints(), min(room, 1000))
-        for delivery in due:
+        asked = time.perf_counter()
+        self._buffer = await self.db.due(
+            list(self._in_flight), self._busy_endpoints(), min(room, 1000)
+        )
+        log.debug(
+            "due deliveries",
+            extra={
+                "evt": "dispatch_due",
+                "due": len(self._buffer),
+                "in_flight": len(self._in_flight),
+                "duration_ms": round((time.perf_counter() - asked) * 1000, 2),
+            },
+        )
+
+    def _start_buffered(self) -> None:
+        """Starts what has room; the rest stays buffered until a slot frees or the next fetch."""
+        waiting: list[DueDelivery] = []
+        for delivery in self._buffer:
             host = host_key(delivery.url)
-            if self._per_host[host] >= self.config.per_host or delivery.id in self._in_flight:
+            if delivery.id in self._in_flight:
+                continue
+            if self._per_host[host] >= self.config.per_host or (
+                len(self._in_flight) >= self.config.max_in_flight
+            ):
+                waiting.append(delivery)
                 continue
             self._in_flight[delivery.id] = delivery.endpoint_id
             self._host_of_endpoint[delivery.endpoint_id] = host
@@ -158,6 +192,7 @@ class Notifier:
             task = asyncio.create_task(self._attempt(delivery, host))
             self._attempts.add(task)
             task.add_done_callback(functools.partial(self._attempt_done, delivery.id))
+        self._buffer = waiting
         metrics.IN_FLIGHT.set(len(self._in_flight))
 
     def _attempt_done(self, delivery_id: int, task: asyncio.Task[None]) -> None:
@@ -183,6 +218,7 @@ class Notifier:
             outcome = await self.client.post(delivery.url, delivery.body, headers)
         finally:
             self._per_host[host] -= 1
+            self._slot_free.set()
         metrics.ATTEMPTS.labels(outcome.result.value).inc()
         metrics.ATTEMPT_SECONDS.observe(outcome.latency_ms / 1000)
         decision = decide(
@@ -205,6 +241,7 @@ class Notifier:
             FinishedAttempt(
                 delivery_id=delivery.id,
                 endpoint_id=delivery.endpoint_id,
+                order_id=delivery.order_id,
                 attempted_at=attempted_at,
                 status=status,
                 status_code=outcome.status_code,
@@ -228,6 +265,7 @@ class Notifier:
             self._finished_ready.clear()
             if not self._finished:
                 continue
+            await asyncio.sleep(RECORD_COALESCE_S)  # let a few more finish: one transaction for all
             batch, self._finished = self._finished, []
             disabled = await self._until_stored(
                 functools.partial(self.db.record_attempts, batch, self.config.disable_after_s)

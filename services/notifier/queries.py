@@ -5,6 +5,10 @@ from __future__ import annotations
 
 # ---- the notifier ---------------------------------------------------------------------------------
 
+# Taken by every transaction that changes which delivery is an (endpoint, order)'s head: recording
+# events, recording attempts, recover. Serialised, an insert always sees a head that just finished.
+LOCK_HEADS = "SELECT pg_advisory_xact_lock(1248622345)"
+
 ENDPOINTS_OF_RESTAURANTS = """
 SELECT id, restaurant_id, event_types, status
 FROM webhook_endpoints
@@ -22,7 +26,33 @@ SELECT * FROM unnest(
 ON CONFLICT (endpoint_id, event_id) DO NOTHING
 """
 
-# The head of each (endpoint, order): no lower version of that order is pending for that endpoint.
+# Of each given (endpoint, order) without a pending head, the lowest waiting version becomes it.
+PROMOTE_HEADS = """
+WITH pairs AS (
+    SELECT DISTINCT endpoint_id, order_id
+    FROM unnest(%(endpoint_ids)s::uuid[], %(order_ids)s::uuid[]) AS p (endpoint_id, order_id)
+), heads AS (
+    SELECT (
+        SELECT w.id FROM webhook_deliveries AS w
+        WHERE w.endpoint_id = pairs.endpoint_id AND w.order_id = pairs.order_id
+          AND w.status = 'waiting'
+        ORDER BY w.version
+        LIMIT 1
+    ) AS id
+    FROM pairs
+    WHERE NOT EXISTS (
+        SELECT 1 FROM webhook_deliveries AS head
+        WHERE head.endpoint_id = pairs.endpoint_id AND head.order_id = pairs.order_id
+          AND head.status = 'pending'
+    )
+)
+UPDATE webhook_deliveries AS d
+SET status = 'pending', next_attempt_at = now()
+FROM heads
+WHERE d.id = heads.id
+"""
+
+# Heads due now, oldest first; not those in flight, nor of endpoints whose host has no room.
 DUE_DELIVERIES = """
 SELECT d.id, d.endpoint_id, d.event_id, d.order_id, d.version, d.body, d.attempts, d.event_time,
        e.url, e.secret, e.previous_secret, e.previous_secret_expires_at
@@ -33,14 +63,7 @@ WHERE d.status = 'pending'
   AND e.status = 'enabled'
   AND d.id <> ALL(%(in_flight)s::bigint[])
   AND d.endpoint_id <> ALL(%(busy_endpoints)s::uuid[])
-  AND NOT EXISTS (
-      SELECT 1 FROM webhook_deliveries AS earlier
-      WHERE earlier.endpoint_id = d.endpoint_id
-        AND earlier.order_id = d.order_id
-        AND earlier.status = 'pending'
-        AND earlier.version < d.version
-  )
-ORDER BY d.next_attempt_at, d.id
+ORDER BY d.next_attempt_at
 LIMIT %(limit)s
 """
 
@@ -92,7 +115,7 @@ RETURNING id
 
 HOLD_PENDING = """
 UPDATE webhook_deliveries SET status = 'held'
-WHERE endpoint_id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+WHERE endpoint_id = ANY(%(ids)s::uuid[]) AND status IN ('pending', 'waiting')
 """
 
 BACKLOG = """
@@ -100,7 +123,7 @@ SELECT count(*) AS pending,
        count(*) FILTER (WHERE attempts > 0) AS retrying,
        coalesce(extract(epoch FROM now() - min(event_time)), 0)::float8 AS oldest_s
 FROM webhook_deliveries
-WHERE status = 'pending'
+WHERE status IN ('pending', 'waiting')
 """
 
 # ---- the API, as the caller -----------------------------------------------------------------------
@@ -143,8 +166,9 @@ LIMIT %(limit)s
 
 REQUEUE_SINCE = """
 UPDATE webhook_deliveries
-SET status = 'pending', next_attempt_at = now(), attempts = 0
+SET status = 'waiting', next_attempt_at = now(), attempts = 0
 WHERE endpoint_id = %(id)s AND created_at >= %(since)s AND status IN ('failed', 'held')
+RETURNING endpoint_id, order_id
 """
 
 REENABLE_ENDPOINT = f"""

@@ -4,8 +4,10 @@
 -- webhook_deliveries: one row per (endpoint, event), written by the notifier in the same
 -- transaction for a whole batch of events before it commits its Kafka offsets, so a restarted
 -- notifier re-reads at most a batch whose rows are already there (ON CONFLICT DO NOTHING).
--- An order's deliveries to one endpoint go out in `version` order: the dispatcher sends only the
--- lowest pending version of each (endpoint, order).
+-- An order's deliveries to one endpoint go out in `version` order: of each (endpoint, order) at
+-- most one delivery is `pending` (the head, which the dispatcher sends); the later ones are
+-- `waiting` and the lowest is promoted when the head is delivered or given up. Writers of these
+-- states take one advisory lock per transaction, so a head never finishes unseen by an insert.
 
 CREATE TABLE webhook_endpoints (
     id                 uuid        PRIMARY KEY,
@@ -38,7 +40,7 @@ CREATE TABLE webhook_deliveries (
     body            bytea       NOT NULL,  -- the CloudEvent as it was on the topic
     event_time      timestamptz NOT NULL,  -- when the change was applied
     status          text        NOT NULL DEFAULT 'pending'
-                                CHECK (status IN ('pending', 'delivered', 'failed', 'held')),
+                                CHECK (status IN ('pending', 'waiting', 'delivered', 'failed', 'held')),
     attempts        integer     NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -46,11 +48,13 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (endpoint_id, event_id)
 );
 
--- The dispatcher's two questions: what is due, and is an earlier version of that order pending.
+-- What is due; and which head to promote next.
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
-CREATE INDEX webhook_deliveries_order_idx ON webhook_deliveries (endpoint_id, order_id, version)
+CREATE INDEX webhook_deliveries_head_idx ON webhook_deliveries (endpoint_id, order_id)
     WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_waiting_idx ON webhook_deliveries (endpoint_id, order_id, version)
+    WHERE status = 'waiting';
 CREATE INDEX webhook_deliveries_endpoint_created_idx ON webhook_deliveries (endpoint_id, created_at);
 
 CREATE TABLE webhook_attempts (

@@ -1,0 +1,1 @@
+"""Measuring sticks for `make bench` (docs/performance.md): not product services."""
