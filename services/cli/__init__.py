@@ -8,12 +8,12 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from services.cli import access, messages, ops, processes, traffic, webhooks
+from services.cli import access, events, messages, ops, processes, traffic, webhooks
 from services.core.settings import Settings
 
 Command = Callable[[Settings, argparse.Namespace], int | None]
 
-GROUPS: tuple[ModuleType, ...] = (access, processes, traffic, messages, ops, webhooks)
+GROUPS: tuple[ModuleType, ...] = (access, processes, traffic, messages, events, ops, webhooks)
 """Command groups, in the order `orderstatus --help` lists them."""
 
 

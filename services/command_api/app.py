@@ -13,10 +13,12 @@ from fastapi import FastAPI
 from services.command_api.auth import TokenVerifier
 from services.command_api.db import OrderReads
 from services.command_api.dispatch import CommandDispatch
+from services.command_api.event_hub import EventHub
 from services.command_api.http import RequestContext, install_error_handlers, router
 from services.command_api.idempotency import CommandRequests
 from services.command_api.kafka import CommandBus
 from services.command_api.limits import RequestLimits
+from services.command_api.orders_feed import router as orders_feed_router
 from services.command_api.webhooks import router as webhooks_router
 from services.core.settings import Settings
 from services.observability.api_metrics import mount_metrics
@@ -44,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bus = CommandBus(settings)
         await reads.open()
         await bus.start()
+        app.state.event_hub = hub = EventHub(settings)
+        await hub.start()
         requests = CommandRequests(reads.pool)
         app.state.reads, app.state.bus = reads, bus
         app.state.dispatch = CommandDispatch(bus, reads, requests)
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             purging.cancel()
+            await hub.stop()
             await bus.stop()
             await reads.close()
 
@@ -64,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = TokenVerifier(settings)
     app.include_router(router)
+    app.include_router(orders_feed_router)
     app.include_router(webhooks_router)
     mount_metrics(app)
     install_error_handlers(app)

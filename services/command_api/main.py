@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import uvicorn
 
 from services.command_api.app import create_app
@@ -20,4 +22,9 @@ def run(settings: Settings | None = None) -> None:
         access_log=False,
         loop="uvloop",
         http="httptools",
+        # Event streams never end on their own: past the longest command answer, cut them off
+        # (their clients resume elsewhere with Last-Event-ID) rather than wait for them forever.
+        timeout_graceful_shutdown=math.ceil(
+            settings.api_publish_timeout_s + settings.api_reply_timeout_s + 1
+        ),
     )

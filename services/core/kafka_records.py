@@ -99,3 +99,15 @@ def command_record(command: CreateOrder | ChangeStatus) -> CommandRecord:
             (HEADER_REQUEST_ID, command.rid.encode()),
         ],
     )
+
+
+def watermarks(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """Each partition's (low, high) watermarks now; a read_committed consumer's high is the last
+    stable offset, so nothing before it is still in an open transaction."""
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    if not partitions:
+        raise RuntimeError(f"topic {topic} has no partitions; run `orderstatus topics`")
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        for p in partitions
+    }

@@ -107,7 +107,8 @@ class CommandResult(Contract):
 
 
 class OrderEvent(Contract):
-    """One applied change, for downstream consumers. `event_id` equals the command id: a dedupe key."""
+    """The worker's record of one applied change, kept in the inbox (`command_outcomes.event`).
+    The events topic carries its public form, a CloudEvent (services/core/events.py)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: UUID

@@ -1,4 +1,7 @@
-"""JSON Schemas of the wire contracts, generated from the pydantic models into `schemas/`."""
+"""JSON Schemas of the wire contracts, generated from the pydantic models into `schemas/`.
+
+`schemas/history/` keeps each released version (`<name>.v<N>.schema.json`); every current schema
+must keep what those promised (services/core/schema_compat.py, tests/unit/test_schema_compat.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.core.messages import COMMAND_ADAPTER, CommandResult, OrderEvent
+from services.core.events import OrderCloudEvent
+from services.core.messages import COMMAND_ADAPTER, CommandResult
 
 CONTRACTS: dict[str, Any] = {
     "command.schema.json": COMMAND_ADAPTER,
     "command-result.schema.json": CommandResult,
-    "order-event.schema.json": OrderEvent,
+    "order-event.schema.json": OrderCloudEvent,
 }
 
 

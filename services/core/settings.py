@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     api_publish_timeout_s: float = 2.0
     api_max_body_bytes: int = Field(16 * 1024, description="Larger request bodies get 413")
     api_max_header_bytes: int = Field(8 * 1024, description="Larger request headers get 431")
+    api_event_stream_heartbeat_s: float = Field(
+        15.0, gt=0, description="SSE keep-alive (and staff membership re-check) interval"
+    )
+    api_event_stream_buffer: int = Field(
+        1000, ge=1, description="Events queued per SSE stream; a slower client is cut off to resume"
+    )
 
     worker_id: str = Field("1", description="Stable per worker slot: names the transactional.id")
     worker_group_id: str = "order-status-worker"

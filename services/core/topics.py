@@ -20,7 +20,7 @@ produces the command's result there, so each API process reads only its own repl
 class Topics:
     """commands: keyed by order id, applied serially per partition.
     results: one CommandResult per command (request-reply and metrics).
-    events: one OrderEvent per applied change (downstream consumers).
+    events: one CloudEvent per applied change (services/core/events.py, downstream consumers).
     dead_letters: commands the worker could not decode or apply, with the reason in headers."""
 
     commands: str

@@ -17,6 +17,12 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
+from services.core.events import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    HEADER_CONTENT_TYPE,
+    cloud_event_of,
+    encode_cloud_event,
+)
 from services.core.jsonlog import OUTCOME_EVENTS
 from services.core.kafka_records import header, poll_batch, position
 from services.core.messages import CommandResult, Outcome, decode_command, encode
@@ -392,7 +398,9 @@ class StatusWorker:
             ]
         records = [OutRecord(self.topics.results, key, encode(result), headers)]
         if processed.event is not None:
-            records.append(OutRecord(self.topics.events, key, encode(processed.event), headers))
+            value = encode_cloud_event(cloud_event_of(processed.event))
+            cloud = [(HEADER_CONTENT_TYPE, CLOUDEVENTS_CONTENT_TYPE.encode()), *headers]
+            records.append(OutRecord(self.topics.events, key, value, cloud))
         return records
 
     def _dead_letter_records(self, dead: DeadLetter) -> list[OutRecord]:

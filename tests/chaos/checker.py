@@ -19,8 +19,9 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from services.command_api.dispatch import outcome_reply
+from services.core.events import decode_cloud_event
 from services.core.kafka_records import header
-from services.core.messages import CommandResult, Outcome, decode_event
+from services.core.messages import CommandResult, Outcome
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 from tests.chaos import queries
@@ -337,13 +338,13 @@ def collect(settings: Settings, requests: list[KeyedRequest]) -> Evidence:
     ]
     events = []
     for message in read_topic(settings, topics.events):
-        event = decode_event(message.value() or b"")
+        event = decode_cloud_event(message.value() or b"")
         events.append(
             VisibleEvent(
-                str(event.event_id),
-                str(event.order_id),
-                event.version,
-                event.to_status.value,
+                event.id,
+                event.subject,
+                event.data.version,
+                event.data.to_status.value,
                 message.partition() or 0,
                 message.offset() or 0,
             )

@@ -13,8 +13,9 @@ import httpx
 import psycopg
 import pytest
 
+from services.core.events import decode_cloud_event
 from services.core.kafka_records import header
-from services.core.messages import ChangeStatus, CreateOrder, decode_event, decode_result
+from services.core.messages import ChangeStatus, CreateOrder, decode_result
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from tests.conftest import Stack
@@ -116,10 +117,10 @@ def test_a_crash_between_the_database_commit_and_the_offset_commit_repeats_nothi
     seen = visible_results(fresh)
     assert set(seen) == {str(c.command_id).encode() for c in commands}
     assert max(seen.values()) == 1, "a read_committed consumer saw an outcome twice"
-    events = [decode_event(m.value() or b"") for m in read_topic(fresh, fresh.topics.events)]
-    assert Counter(e.event_id for e in events).most_common(1)[0][1] == 1
-    for order_id in {e.order_id for e in events}:
-        assert [e.version for e in events if e.order_id == order_id] == [1, 2, 3, 4, 5]
+    events = [decode_cloud_event(m.value() or b"") for m in read_topic(fresh, fresh.topics.events)]
+    assert Counter(e.id for e in events).most_common(1)[0][1] == 1
+    for order_id in {e.subject for e in events}:
+        assert [e.data.version for e in events if e.subject == order_id] == [1, 2, 3, 4, 5]
     if fault == "crash_before_kafka_commit":
         # The doomed transaction's records did reach the log; read_committed hides them.
         raw = read_topic(fresh, fresh.topics.results, committed_only=False)

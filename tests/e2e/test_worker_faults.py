@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from services.core.messages import decode_event
+from services.core.events import decode_cloud_event
 from services.core.settings import Settings
 from tests.e2e.test_exactly_once import order_script, visible_results, wait_for_outcomes
 from tests.faults import TcpProxy
@@ -34,10 +34,12 @@ def outcome_count(settings: Settings) -> int:
 
 
 def assert_each_order_walked_in_order(settings: Settings, orders: int) -> None:
-    events = [decode_event(m.value() or b"") for m in read_topic(settings, settings.topics.events)]
+    events = [
+        decode_cloud_event(m.value() or b"") for m in read_topic(settings, settings.topics.events)
+    ]
     per_order: dict[uuid.UUID, list[int]] = {}
     for event in events:
-        per_order.setdefault(event.order_id, []).append(event.version)
+        per_order.setdefault(event.data.order_id, []).append(event.data.version)
     assert len(per_order) == orders
     assert all(versions == [1, 2, 3, 4, 5] for versions in per_order.values())
     assert max(visible_results(settings).values()) == 1

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from services.core.decision import OrderState
+from services.core.events import cloud_event_of
 from services.core.messages import (
     REASON_MAX_LENGTH,
     Actor,
@@ -132,3 +133,6 @@ order_events = st.builds(
     rid=short_text,
     occurred_at=aware_datetimes,
 )
+
+cloud_events = order_events.map(cloud_event_of)
+"""Public CloudEvents, as the worker publishes them."""

@@ -16,14 +16,15 @@ from uuid import UUID
 import pytest
 from hypothesis import given
 
-from services.core.messages import ChangeStatus, CommandResult, CreateOrder, OrderEvent, encode
+from services.core.events import OrderCloudEvent, encode_cloud_event
+from services.core.messages import ChangeStatus, CommandResult, CreateOrder, encode
 from services.core.schemas import CONTRACTS, render, write_schemas
 from tests.unit.strategies import (
     CHANGE_STATUS_EXAMPLE,
     UNIT_SETTINGS,
+    cloud_events,
     command_results,
     commands,
-    order_events,
 )
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -188,10 +189,10 @@ def test_an_encoded_result_validates(result: CommandResult) -> None:
 
 
 @UNIT_SETTINGS
-@given(event=order_events)
-def test_an_encoded_event_validates(event: OrderEvent) -> None:
+@given(event=cloud_events)
+def test_an_encoded_event_validates(event: OrderCloudEvent) -> None:
     schema = committed("order-event.schema.json")
-    assert list(violations(json.loads(encode(event)), schema, schema)) == []
+    assert list(violations(json.loads(encode_cloud_event(event)), schema, schema)) == []
 
 
 SAMPLE: dict[str, Json] = CHANGE_STATUS_EXAMPLE
