@@ -15,39 +15,46 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
+from services.core.events import (
+    EVENT_SOURCE,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_STATUS_CHANGED,
+    OrderChangeData,
+    OrderCloudEvent,
+    encode_cloud_event,
+)
 from services.core.settings import Settings
+from services.core.statuses import OrderStatus
 from services.notifier.receiver import Answer, Delivery, receiver_in_thread
 
 STATUSES = ["pending", "accepted", "preparing", "ready", "completed"]
 
 
 def cloud_event(order_id: uuid.UUID, restaurant_id: uuid.UUID, version: int) -> bytes:
-    """An event as EVENT_CONTRACT.md specifies (what the worker publishes)."""
-    command_id = str(uuid.uuid4())
-    return json.dumps(
-        {
-            "specversion": "1.0",
-            "id": command_id,
-            "source": "/order-status/status-worker",
-            "type": "com.orderstatus.order.created.v1"
-            if version == 1
-            else "com.orderstatus.order.status_changed.v1",
-            "subject": str(order_id),
-            "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "datacontenttype": "application/json",
-            "data": {
-                "order_id": str(order_id),
-                "restaurant_id": str(restaurant_id),
-                "from_status": None if version == 1 else STATUSES[version - 2],
-                "to_status": STATUSES[version - 1],
-                "version": version,
-                "command_id": command_id,
-                "actor": "test",
-                "reason": None,
-                "rid": "test",
-            },
-        }
-    ).encode()
+    """An event as the worker publishes it (services.core.events, the contract)."""
+    command_id = uuid.uuid4()
+    return encode_cloud_event(
+        OrderCloudEvent(
+            specversion="1.0",
+            id=str(command_id),
+            source=EVENT_SOURCE,
+            type=EVENT_TYPE_CREATED if version == 1 else EVENT_TYPE_STATUS_CHANGED,
+            subject=str(order_id),
+            time=datetime.now(UTC),
+            datacontenttype="application/json",
+            data=OrderChangeData(
+                order_id=order_id,
+                restaurant_id=restaurant_id,
+                from_status=None if version == 1 else OrderStatus(STATUSES[version - 2]),
+                to_status=OrderStatus(STATUSES[version - 1]),
+                version=version,
+                command_id=command_id,
+                actor="test",
+                reason=None,
+                rid="test",
+            ),
+        )
+    )
 
 
 class EventWriter:
