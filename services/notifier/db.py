@@ -195,25 +195,21 @@ class NotifierDatabase:
         succeeded = [e for e, a in last.items() if a.success]
         failing = [e for e, a in last.items() if not a.success]
         gone = sorted({a.endpoint_id for a in finished if a.gone})
-        params = [
-            {
-                "delivery_id": a.delivery_id,
-                "attempted_at": a.attempted_at,
-                "status_code": a.status_code,
-                "latency_ms": a.latency_ms,
-                "error": a.error,
-                "next_retry_at": a.next_retry_at,
-                "status": a.status,
-            }
-            for a in finished
-        ]
+        columns = {
+            "delivery_ids": [a.delivery_id for a in finished],
+            "attempted_ats": [a.attempted_at for a in finished],
+            "status_codes": [a.status_code for a in finished],
+            "latencies": [a.latency_ms for a in finished],
+            "errors": [a.error for a in finished],
+            "next_retry_ats": [a.next_retry_at for a in finished],
+            "statuses": [a.status for a in finished],
+        }
         disabled: list[UUID] = []
         finished_heads = [a for a in finished if a.status != "pending"]
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(queries.LOCK_HEADS)
-            async with conn.cursor() as cursor:
-                await cursor.executemany(queries.RECORD_ATTEMPT, params)
-                await cursor.executemany(queries.UPDATE_DELIVERY, params)
+            await conn.execute(queries.RECORD_ATTEMPTS, columns)
+            await conn.execute(queries.UPDATE_DELIVERIES, columns)
             if finished_heads:
                 await promote_heads(
                     conn,

@@ -67,23 +67,32 @@ ORDER BY d.next_attempt_at
 LIMIT %(limit)s
 """
 
-RECORD_ATTEMPT = """
+# A batch of finished attempts, set-based (one statement each however many): columns as arrays.
+RECORD_ATTEMPTS = """
 INSERT INTO webhook_attempts
     (delivery_id, endpoint_id, restaurant_id, event_id, order_id, attempted_at, status_code,
      latency_ms, error, next_retry_at)
-SELECT id, endpoint_id, restaurant_id, event_id, order_id, %(attempted_at)s, %(status_code)s,
-       %(latency_ms)s, %(error)s, %(next_retry_at)s
-FROM webhook_deliveries WHERE id = %(delivery_id)s
+SELECT d.id, d.endpoint_id, d.restaurant_id, d.event_id, d.order_id, a.attempted_at,
+       a.status_code, a.latency_ms, a.error, a.next_retry_at
+FROM unnest(
+    %(delivery_ids)s::bigint[], %(attempted_ats)s::timestamptz[], %(status_codes)s::int[],
+    %(latencies)s::float8[], %(errors)s::text[], %(next_retry_ats)s::timestamptz[]
+) AS a (delivery_id, attempted_at, status_code, latency_ms, error, next_retry_at)
+JOIN webhook_deliveries AS d ON d.id = a.delivery_id
 """
 
 # An attempt in flight when its endpoint was disabled: a retry verdict leaves it held (for recover).
-UPDATE_DELIVERY = """
-UPDATE webhook_deliveries
-SET status = CASE WHEN status = 'held' AND %(status)s = 'pending' THEN 'held' ELSE %(status)s END,
-    attempts = attempts + 1,
-    next_attempt_at = coalesce(%(next_retry_at)s, next_attempt_at),
-    delivered_at = CASE WHEN %(status)s = 'delivered' THEN %(attempted_at)s END
-WHERE id = %(delivery_id)s AND status IN ('pending', 'held')
+UPDATE_DELIVERIES = """
+UPDATE webhook_deliveries AS d
+SET status = CASE WHEN d.status = 'held' AND a.status = 'pending' THEN 'held' ELSE a.status END,
+    attempts = d.attempts + 1,
+    next_attempt_at = coalesce(a.next_retry_at, d.next_attempt_at),
+    delivered_at = CASE WHEN a.status = 'delivered' THEN a.attempted_at END
+FROM unnest(
+    %(delivery_ids)s::bigint[], %(statuses)s::text[], %(attempted_ats)s::timestamptz[],
+    %(next_retry_ats)s::timestamptz[]
+) AS a (delivery_id, status, attempted_at, next_retry_at)
+WHERE d.id = a.delivery_id AND d.status IN ('pending', 'held')
 """
 
 ENDPOINTS_SUCCEEDED = """
