@@ -33,6 +33,9 @@ T = TypeVar("T")
 
 DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 POLL_MAX = 500
+POLL_WAIT_S = 0.01
+"""consume() waits this long for POLL_MAX records: the latency one batch of events may add."""
+FETCH_MAX = 500
 STOP_GRACE_S = 5.0
 """On SIGTERM, attempts in flight get this long; the rest are sent again by the next notifier."""
 IDLE_DISPATCH_S = 0.2
@@ -80,7 +83,7 @@ class Notifier:
     async def ingest(self) -> None:
         self.source.subscribe()
         while not self.stopping.is_set():
-            messages = await asyncio.to_thread(self.source.poll, POLL_MAX, 0.05)
+            messages = await asyncio.to_thread(self.source.poll, POLL_MAX, POLL_WAIT_S)
             if not messages:
                 continue
             events: list[RoutedEvent] = []
@@ -99,9 +102,9 @@ class Notifier:
                         },
                     )
             await self._until_stored(functools.partial(self._record, events))
+            self._work.set()  # stored: the dispatcher may send them while the offsets commit
             # Only now: a crash before this line re-reads the batch, whose deliveries are stored.
             await asyncio.to_thread(self.source.commit, messages)
-            self._work.set()
 
     async def _record(self, events: list[RoutedEvent]) -> None:
         written = await self.db.record_events(events)
@@ -162,7 +165,7 @@ class Notifier:
             return
         asked = time.perf_counter()
         self._buffer = await self.db.due(
-            list(self._in_flight), self._busy_endpoints(), min(room, 1000)
+            list(self._in_flight), self._busy_endpoints(), min(room, FETCH_MAX)
         )
         log.debug(
             "due deliveries",
