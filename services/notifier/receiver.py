@@ -80,9 +80,10 @@ async def start_receiver(handler: Handler, host: str, port: int) -> asyncio.Serv
 def receiver_in_thread(handler: Handler, host: str = "127.0.0.1") -> Iterator[int]:
     """Runs a receiver on its own event loop in a daemon thread; yields its port."""
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(start_receiver(handler, host, 0))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
+    # Started from the thread's loop, so a caller that runs a loop of its own (the demo) may use it.
+    server = asyncio.run_coroutine_threadsafe(start_receiver(handler, host, 0), loop).result(10)
     try:
         yield int(server.sockets[0].getsockname()[1])
     finally:

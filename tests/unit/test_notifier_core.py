@@ -158,3 +158,14 @@ def test_target_of_keeps_path_and_query_and_default_ports() -> None:
     target = target_of("https://hooks.example.com/in?x=1")
     assert (target.host, target.port, target.path) == ("hooks.example.com", 443, "/in?x=1")
     assert target_of("http://[::1]:8080").port == 8080
+
+
+def test_doctor_judges_webhook_delays_and_disabled_endpoints() -> None:
+    from services.ops.verdicts import Verdict
+    from services.ops.webhook_checks import judge_webhooks
+
+    quiet = {"endpoints": 2, "disabled": 0, "oldest_s": 3.0, "undelivered": 4, "retrying": 0}
+    assert judge_webhooks(quiet).verdict is Verdict.OK
+    assert judge_webhooks({**quiet, "oldest_s": 1000.0}).verdict is Verdict.WARN
+    assert judge_webhooks({**quiet, "disabled": 1}).verdict is Verdict.WARN
+    assert judge_webhooks({**quiet, "endpoints": 0}).verdict is Verdict.INFO
