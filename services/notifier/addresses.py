@@ -7,6 +7,7 @@ the check and the connection (rebinding) cannot point it elsewhere."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,9 +41,12 @@ def parse_allowed(text: str) -> tuple[IPNetwork, ...]:
         raise ValueError(f"WEBHOOK_ALLOWED_CIDRS: {exc}") from exc
 
 
+@functools.lru_cache(maxsize=4096)
 def target_of(url: str) -> Target:
     """The parts of a webhook URL, or RefusedURL for anything but absolute http(s) without
-    credentials."""
+    credentials or blanks. Cached: the dispatcher asks for every delivery."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise RefusedURL("the URL holds blanks or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -57,13 +57,42 @@ def _wants(endpoint: dict[str, Any], event: RoutedEvent) -> bool:
     )
 
 
+def _due_of(rows: Sequence[dict[str, Any]]) -> list[DueDelivery]:
+    now = datetime.now().astimezone()
+    return [
+        DueDelivery(
+            id=row["id"],
+            endpoint_id=row["endpoint_id"],
+            event_id=row["event_id"],
+            order_id=row["order_id"],
+            version=row["version"],
+            body=bytes(row["body"]),
+            attempts=row["attempts"],
+            event_time=row["event_time"],
+            url=row["url"],
+            secrets=(row["secret"],)
+            + (
+                (row["previous_secret"],)
+                if row["previous_secret"]
+                and row["previous_secret_expires_at"] is not None
+                and row["previous_secret_expires_at"] > now
+                else ()
+            ),
+        )
+        for row in rows
+        if row.get("endpoint_status", "enabled") == "enabled"
+    ]
+
+
 async def promote_heads(
     conn: psycopg.AsyncConnection[Any], endpoint_ids: Sequence[UUID], order_ids: Sequence[UUID]
-) -> None:
-    """In a transaction holding LOCK_HEADS: each pair's next waiting delivery becomes its head."""
-    await conn.execute(
+) -> list[DueDelivery]:
+    """In a transaction holding LOCK_HEADS: each pair's next waiting delivery becomes its head.
+    Returns the new heads of enabled endpoints."""
+    cursor = await conn.execute(
         queries.PROMOTE_HEADS, {"endpoint_ids": list(endpoint_ids), "order_ids": list(order_ids)}
     )
+    return _due_of(await cursor.fetchall())
 
 
 class NotifierDatabase:
@@ -98,11 +127,12 @@ class NotifierDatabase:
         row = await cursor.fetchone()
         return bool(row and row[0])
 
-    async def record_events(self, events: Sequence[RoutedEvent]) -> int:
+    async def record_events(self, events: Sequence[RoutedEvent]) -> tuple[int, list[DueDelivery]]:
         """One transaction: a delivery per (matching endpoint, event); the ones already recorded
-        (a batch re-read after a crash) are left as they are. Returns the deliveries written."""
+        (a batch re-read after a crash) are left as they are. Returns the deliveries written and
+        the new heads among them."""
         if not events:
-            return 0
+            return 0, []
         restaurants = sorted({e.restaurant_id for e in events})
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
@@ -140,11 +170,11 @@ class NotifierDatabase:
                         "waiting" if endpoint["status"] == "enabled" else "held"
                     )
             if not columns["endpoint_ids"]:
-                return 0
+                return 0, []
             await conn.execute(queries.LOCK_HEADS)
             written = await conn.execute(queries.RECORD_DELIVERIES, columns)
-            await promote_heads(conn, columns["endpoint_ids"], columns["order_ids"])
-            return written.rowcount
+            heads = await promote_heads(conn, columns["endpoint_ids"], columns["order_ids"])
+            return written.rowcount, heads
 
     async def due(
         self, in_flight: Sequence[int], busy_endpoints: Sequence[UUID], limit: int
@@ -159,36 +189,15 @@ class NotifierDatabase:
                 },
             )
             rows = await cursor.fetchall()
-        now = datetime.now().astimezone()
-        return [
-            DueDelivery(
-                id=row["id"],
-                endpoint_id=row["endpoint_id"],
-                event_id=row["event_id"],
-                order_id=row["order_id"],
-                version=row["version"],
-                body=bytes(row["body"]),
-                attempts=row["attempts"],
-                event_time=row["event_time"],
-                url=row["url"],
-                secrets=(row["secret"],)
-                + (
-                    (row["previous_secret"],)
-                    if row["previous_secret"]
-                    and row["previous_secret_expires_at"] is not None
-                    and row["previous_secret_expires_at"] > now
-                    else ()
-                ),
-            )
-            for row in rows
-        ]
+        return _due_of(rows)
 
     async def record_attempts(
         self, finished: Sequence[FinishedAttempt], disable_after_s: float
-    ) -> list[UUID]:
-        """One transaction for a batch of attempts; returns the endpoints it disabled."""
+    ) -> tuple[list[UUID], list[DueDelivery]]:
+        """One transaction for a batch of attempts; returns the endpoints it disabled and the new
+        heads (the next events of orders whose head was delivered or given up)."""
         if not finished:
-            return []
+            return [], []
         last: dict[UUID, FinishedAttempt] = {}
         for attempt in finished:
             last[attempt.endpoint_id] = attempt
@@ -210,8 +219,9 @@ class NotifierDatabase:
             await conn.execute(queries.LOCK_HEADS)
             await conn.execute(queries.RECORD_ATTEMPTS, columns)
             await conn.execute(queries.UPDATE_DELIVERIES, columns)
+            heads: list[DueDelivery] = []
             if finished_heads:
-                await promote_heads(
+                heads = await promote_heads(
                     conn,
                     [a.endpoint_id for a in finished_heads],
                     [a.order_id for a in finished_heads],
@@ -230,7 +240,7 @@ class NotifierDatabase:
                 disabled += [row["id"] for row in await cursor.fetchall()]
             if disabled:
                 await conn.execute(queries.HOLD_PENDING, {"ids": disabled})
-        return disabled
+        return disabled, [h for h in heads if h.endpoint_id not in disabled]
 
     async def backlog(self) -> dict[str, Any]:
         async with self.pool.connection() as conn:

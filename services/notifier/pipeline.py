@@ -66,8 +66,7 @@ class Notifier:
         self.client = client
         self.rng = rng or random.Random()
         self.stopping = asyncio.Event()
-        self._work = asyncio.Event()  # the database may hold new heads: new events, stored attempts
-        self._slot_free = asyncio.Event()  # a host has room again: dispatch from the buffer
+        self._slot_free = asyncio.Event()  # new heads, or a host has room again: start some
         self._buffer: list[DueDelivery] = []  # due heads fetched but not started (no room yet)
         self._finished_ready = asyncio.Event()
         self._finished: list[FinishedAttempt] = []
@@ -102,13 +101,21 @@ class Notifier:
                         },
                     )
             await self._until_stored(functools.partial(self._record, events))
-            self._work.set()  # stored: the dispatcher may send them while the offsets commit
             # Only now: a crash before this line re-reads the batch, whose deliveries are stored.
             await asyncio.to_thread(self.source.commit, messages)
 
     async def _record(self, events: list[RoutedEvent]) -> None:
-        written = await self.db.record_events(events)
+        written, heads = await self.db.record_events(events)
         metrics.RECORDED.inc(written)
+        self._offer(heads)
+
+    def _offer(self, heads: list[DueDelivery]) -> None:
+        """New heads straight to the buffer: they go out without the dispatcher asking first."""
+        if not heads:
+            return
+        known = {d.id for d in self._buffer}
+        self._buffer += [h for h in heads if h.id not in known and h.id not in self._in_flight]
+        self._slot_free.set()
 
     async def _until_stored(self, write: Callable[[], Awaitable[T]]) -> T:
         """PostgreSQL away: wait and write again (nothing is acknowledged meanwhile)."""
@@ -133,17 +140,16 @@ class Notifier:
             if self.stopping.is_set():
                 return
         log.info("dispatcher started", extra={"evt": "dispatcher_started"})
+        fetched_at = 0.0
         while not self.stopping.is_set():
-            if not self._work.is_set():
-                waits = {asyncio.ensure_future(e.wait()) for e in (self._work, self._slot_free)}
-                await asyncio.wait(
-                    waits, timeout=IDLE_DISPATCH_S, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiting in waits:
-                    waiting.cancel()
-            refetch = self._work.is_set() or not self._buffer
-            self._work.clear()
+            # New heads arrive by _offer (ingest, stored attempts); the database is asked for what
+            # else is due (retries, recovered deliveries, hosts that had no room) every so often.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), IDLE_DISPATCH_S)
             self._slot_free.clear()
+            refetch = time.monotonic() - fetched_at >= IDLE_DISPATCH_S
+            if refetch:
+                fetched_at = time.monotonic()
             try:
                 if refetch:
                     await self._fetch_due()
@@ -164,9 +170,12 @@ class Notifier:
         if room <= 0:
             return
         asked = time.perf_counter()
-        self._buffer = await self.db.due(
+        fetched = await self.db.due(
             list(self._in_flight), self._busy_endpoints(), min(room, FETCH_MAX)
         )
+        # Heads offered while the query ran stay; the query's own view comes first (oldest due).
+        known = {d.id for d in fetched}
+        self._buffer = fetched + [d for d in self._buffer if d.id not in known]
         log.debug(
             "due deliveries",
             extra={
@@ -178,8 +187,10 @@ class Notifier:
         )
 
     def _start_buffered(self) -> None:
-        """Starts what has room; the rest stays buffered until a slot frees or the next fetch."""
+        """Starts what has room; of the rest, up to one pool's worth per host stays buffered (a
+        hung host's backlog is not carried around: the next fetch finds it when it has room)."""
         waiting: list[DueDelivery] = []
+        kept: Counter[str] = Counter()
         for delivery in self._buffer:
             host = host_key(delivery.url)
             if delivery.id in self._in_flight:
@@ -187,7 +198,9 @@ class Notifier:
             if self._per_host[host] >= self.config.per_host or (
                 len(self._in_flight) >= self.config.max_in_flight
             ):
-                waiting.append(delivery)
+                if kept[host] < self.config.per_host:
+                    kept[host] += 1
+                    waiting.append(delivery)
                 continue
             self._in_flight[delivery.id] = delivery.endpoint_id
             self._host_of_endpoint[delivery.endpoint_id] = host
@@ -270,7 +283,7 @@ class Notifier:
                 continue
             await asyncio.sleep(RECORD_COALESCE_S)  # let a few more finish: one transaction for all
             batch, self._finished = self._finished, []
-            disabled = await self._until_stored(
+            disabled, heads = await self._until_stored(
                 functools.partial(self.db.record_attempts, batch, self.config.disable_after_s)
             )
             for attempt in batch:
@@ -281,9 +294,12 @@ class Notifier:
                     "endpoint disabled",
                     extra={"evt": "webhook_endpoint_disabled", "endpoint_id": str(endpoint)},
                 )
+            if disabled:
+                self._buffer = [d for d in self._buffer if d.endpoint_id not in disabled]
             self._forget_idle_endpoints()
             metrics.IN_FLIGHT.set(len(self._in_flight))
-            self._work.set()
+            self._offer(heads)
+            self._slot_free.set()
 
     def _forget_idle_endpoints(self) -> None:
         busy = set(self._in_flight.values())

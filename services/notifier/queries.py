@@ -26,7 +26,8 @@ SELECT * FROM unnest(
 ON CONFLICT (endpoint_id, event_id) DO NOTHING
 """
 
-# Of each given (endpoint, order) without a pending head, the lowest waiting version becomes it.
+# Of each given (endpoint, order) without a pending head, the lowest waiting version becomes it;
+# returned with what sending it needs, so the dispatcher can start it without asking again.
 PROMOTE_HEADS = """
 WITH pairs AS (
     SELECT DISTINCT endpoint_id, order_id
@@ -48,8 +49,11 @@ WITH pairs AS (
 )
 UPDATE webhook_deliveries AS d
 SET status = 'pending', next_attempt_at = now()
-FROM heads
-WHERE d.id = heads.id
+FROM heads, webhook_endpoints AS e
+WHERE d.id = heads.id AND e.id = d.endpoint_id
+RETURNING d.id, d.endpoint_id, d.event_id, d.order_id, d.version, d.body, d.attempts,
+          d.event_time, e.url, e.secret, e.previous_secret, e.previous_secret_expires_at,
+          e.status AS endpoint_status
 """
 
 # Heads due now, oldest first; not those in flight, nor of endpoints whose host has no room.

@@ -169,3 +169,25 @@ def test_doctor_judges_webhook_delays_and_disabled_endpoints() -> None:
     assert judge_webhooks({**quiet, "oldest_s": 1000.0}).verdict is Verdict.WARN
     assert judge_webhooks({**quiet, "disabled": 1}).verdict is Verdict.WARN
     assert judge_webhooks({**quiet, "endpoints": 0}).verdict is Verdict.INFO
+
+
+def test_answer_heads_are_parsed_and_garbage_refused() -> None:
+    from services.notifier.http import ProtocolError, _parse_head
+
+    status, version, headers = _parse_head(
+        b"HTTP/1.1 429 Too Many\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert (status, version, headers["retry-after"]) == (429, "HTTP/1.1", "30")
+    for garbage in (
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 abc\r\n\r\n",
+        b"HTTP/1.1 200\r\nx\r\n\r\n",
+    ):
+        with pytest.raises(ProtocolError):
+            _parse_head(garbage)
+
+
+def test_urls_with_blanks_or_control_characters_are_refused() -> None:
+    for url in ("http://a.example/x y", "http://a.example/x\r\nHost: b", "http://a.example/\x7f"):
+        with pytest.raises(RefusedURL):
+            target_of(url)
