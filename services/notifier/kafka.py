@@ -123,9 +123,10 @@ class EventSource:
         return good
 
     def commit(self, messages: Sequence[Message]) -> None:
-        """Synchronous: returns once the group coordinator has the offsets."""
+        """Asynchronous: called only once the batch's deliveries are stored, so a commit that is
+        lost (a crash right after) only makes the next notifier re-read rows it already has."""
         if messages:
-            self.consumer.commit(offsets=next_offsets(messages), asynchronous=False)
+            self.consumer.commit(offsets=next_offsets(messages), asynchronous=True)
 
     def close(self) -> None:
         self.consumer.close()
