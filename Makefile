@@ -71,6 +71,7 @@ up: migrate ## infra + migrations + topics + API, worker and figures app + demo
 	@echo "  API          http://127.0.0.1:$${API_PORT:-8000}   (/readyz, /metrics)"
 	@echo "  worker       http://127.0.0.1:$${WORKER_METRICS_PORT:-9101}/metrics"
 	@echo "  figures      http://127.0.0.1:$${FIGURES_PORT:-6066}/   (live page; JSON: /restaurants/<id>/figures, /metrics)"
+	@echo "  notifier     http://127.0.0.1:$${NOTIFIER_METRICS_PORT:-9102}/metrics   (webhooks)"
 	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)"
 	@echo "  PostgreSQL   $(DATABASE_URL)"
 	@echo "  Prometheus   $(PROMETHEUS_URL)   (rules: deploy/prometheus/rules)"

@@ -13,6 +13,7 @@ import httpx
 from services.command_api.auth import mint_token
 from services.core.messages import Role
 from services.core.settings import Settings
+from services.notifier.demo import webhook_receiver
 
 RESTAURANTS = ["Trattoria Roma", "Sushi Kai", "Taco Loco", "Curry House", "Pho Saigon"]
 HAPPY_PATH = ["accepted", "preparing", "ready", "completed"]
@@ -136,12 +137,15 @@ async def _demo(settings: Settings, url: str, terminals: int, orders: int) -> in
             )
         )
     try:
-        started = time.perf_counter()
-        surprises = sum(await asyncio.gather(*(_serve_orders(t, orders, rng) for t in pos)))
-        problems = (
-            await _race(pos) + await _unknown_order(pos[-1]) + await _another_restaurants_order(pos)
-        )
-        elapsed = time.perf_counter() - started
+        async with webhook_receiver(pos[0].client, pos[0].restaurant_id):
+            started = time.perf_counter()
+            surprises = sum(await asyncio.gather(*(_serve_orders(t, orders, rng) for t in pos)))
+            problems = (
+                await _race(pos)
+                + await _unknown_order(pos[-1])
+                + await _another_restaurants_order(pos)
+            )
+            elapsed = time.perf_counter() - started
     finally:
         for client in clients:
             await client.aclose()

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The Python services in the background, each in its own session (setsid), with
 # pid files in .local/run and logs in .local/log.
-#   deploy/local/services.sh start [api|worker|figures|all]   idempotent; waits until ready
-#   deploy/local/services.sh stop [api|worker|figures|all]    SIGTERM, up to 20 s, then SIGKILL
-#   deploy/local/services.sh status [api|worker|figures|all]
+#   deploy/local/services.sh start [api|worker|figures|notifier|all]   idempotent; waits until ready
+#   deploy/local/services.sh stop [api|worker|figures|notifier|all]    SIGTERM, up to 20 s, then SIGKILL
+#   deploy/local/services.sh status [api|worker|figures|notifier|all]
 # api = .venv/bin/orderstatus api (ready when GET /readyz is 200),
 # worker = .venv/bin/orderstatus worker (ready when its /metrics answers),
-# figures = .venv/bin/orderstatus figures (ready when GET /readyz is 200: tables recovered).
-# Env: API_PORT (8000), WORKER_METRICS_PORT (9101), FIGURES_PORT (6066),
-# SERVICES_START_TIMEOUT (60; the figures app may wait out a dead predecessor's session first).
+# figures = .venv/bin/orderstatus figures (ready when GET /readyz is 200: tables recovered),
+# notifier = .venv/bin/orderstatus notifier (webhooks; ready when its /metrics answers).
+# Env: API_PORT (8000), WORKER_METRICS_PORT (9101), FIGURES_PORT (6066), NOTIFIER_METRICS_PORT
+# (9102), WEBHOOK_ALLOWED_CIDRS (127.0.0.0/8: the demo's receiver is local), SERVICES_START_TIMEOUT
+# (60; the figures app may wait out a dead predecessor's session first).
 COMPONENT=services
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,7 +18,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 API_PORT="${API_PORT:-8000}"
 WORKER_METRICS_PORT="${WORKER_METRICS_PORT:-9101}"
 FIGURES_PORT="${FIGURES_PORT:-6066}"
-export FIGURES_PORT
+NOTIFIER_METRICS_PORT="${NOTIFIER_METRICS_PORT:-9102}"
+# The API checks webhook URLs at registration and the notifier at delivery: both need it.
+export WEBHOOK_ALLOWED_CIDRS="${WEBHOOK_ALLOWED_CIDRS-127.0.0.0/8}" NOTIFIER_METRICS_PORT FIGURES_PORT
 SERVICES_START_TIMEOUT="${SERVICES_START_TIMEOUT:-60}"
 CLI="$REPO_ROOT/.venv/bin/orderstatus"
 # A local stack: the dev JWT secret is allowed only where ENVIRONMENT says so (docs/security.md).
@@ -27,6 +31,7 @@ ready_url() {
     api) echo "http://127.0.0.1:$API_PORT/readyz" ;;
     worker) echo "http://127.0.0.1:$WORKER_METRICS_PORT/metrics" ;;
     figures) echo "http://127.0.0.1:$FIGURES_PORT/readyz" ;;
+    notifier) echo "http://127.0.0.1:$NOTIFIER_METRICS_PORT/metrics" ;;
   esac
 }
 
@@ -51,16 +56,17 @@ status_one() { status_named "$1" "$CLI $1" "$(ready_url "$1")"; }
 action=${1:-}
 target=${2:-all}
 case $target in
-  api | worker | figures) names=("$target") ;;
-  all) names=(api worker figures) ;;
-  *) echo "usage: $0 {start|stop|status} [api|worker|figures|all]" >&2; exit 2 ;;
+  api | worker | figures | notifier) names=("$target") ;;
+  all) names=(api worker figures notifier) ;;
+  *) echo "usage: $0 {start|stop|status} [api|worker|figures|notifier|all]" >&2; exit 2 ;;
 esac
 rc=0
 case $action in
-  # The worker first: the API's replies come back through it. Figures is off the command path.
-  start) for n in worker api figures; do [[ " ${names[*]} " == *" $n "* ]] && start_one "$n"; done ;;
-  stop) for n in figures api worker; do [[ " ${names[*]} " == *" $n "* ]] && stop_one "$n"; done ;;
+  # The worker first: the API's replies come back through it. Figures and the notifier are off
+  # the command path.
+  start) for n in worker api figures notifier; do [[ " ${names[*]} " == *" $n "* ]] && start_one "$n"; done ;;
+  stop) for n in notifier figures api worker; do [[ " ${names[*]} " == *" $n "* ]] && stop_one "$n"; done ;;
   status) for n in "${names[@]}"; do status_one "$n" || rc=3; done ;;
-  *) echo "usage: $0 {start|stop|status} [api|worker|figures|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 {start|stop|status} [api|worker|figures|notifier|all]" >&2; exit 2 ;;
 esac
 exit $rc

@@ -17,6 +17,7 @@ from services.cli import (
     processes,
     retention,
     traffic,
+    webhooks,
     worker_ops,
 )
 from services.core.settings import Settings
@@ -33,6 +34,7 @@ GROUPS: tuple[ModuleType, ...] = (
     events,
     ops,
     retention,
+    webhooks,
 )
 """Command groups, in the order `orderstatus --help` lists them."""
 

@@ -22,6 +22,7 @@ from services.command_api.kafka import CommandBus
 from services.command_api.limits import RequestLimits
 from services.command_api.orders_feed import router as orders_feed_router
 from services.command_api.reply_partition import reply_partition
+from services.command_api.webhooks import router as webhooks_router
 from services.core import kafka_config
 from services.core.jsonlog import configure_logging
 from services.core.settings import Settings
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verifier = TokenVerifier(settings)
     app.include_router(router)
     app.include_router(orders_feed_router)
+    app.include_router(webhooks_router)
     metrics.mount(app)
     install_error_handlers(app)
     # Size limits first (inside RequestContext, so a 413/431 is logged with its request id).

@@ -35,7 +35,7 @@ from services.command_api.feed_tokens import (
     encode_positions,
     merged,
 )
-from services.command_api.http import ActorDep, reads_of
+from services.command_api.http import ActorDep, app_state, reads_of
 from services.command_api.problems import PROBLEM_RESPONSES, ProblemError
 from services.core.messages import Actor
 from services.core.statuses import TRANSITIONS, OrderStatus
@@ -65,7 +65,7 @@ class OrderPage(BaseModel):
 
 
 def hub_of(request: Request) -> EventHub:
-    return request.app.state.event_hub  # type: ignore[no-any-return]
+    return app_state(request, "event_hub", EventHub)
 
 
 def feed_of(request: Request) -> FeedReads:

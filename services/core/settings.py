@@ -199,6 +199,33 @@ class Settings(BaseSettings):
         20, ge=1, description="Restaurants with their own metric label; the rest are 'other'"
     )
 
+    notifier_group_id: str = "order-status-notifier"
+    notifier_metrics_port: int = 9102
+    notifier_metrics_host: str = Field("127.0.0.1", description="0.0.0.0 inside containers")
+    notifier_max_in_flight: int = Field(2000, description="Webhook deliveries in flight at once")
+    notifier_per_host_connections: int = Field(
+        128, description="Connections (and deliveries in flight) per receiving host:port"
+    )
+    webhook_allowed_cidrs: str = Field(
+        "",
+        description="Comma-separated CIDRs webhook URLs may resolve to although private, loopback "
+        "or reserved (the local stack: 127.0.0.0/8)",
+    )
+    webhook_retry_schedule_s: str = Field(
+        "5,300,1800,7200,18000,36000,36000",
+        description="Delays before each retry after the first attempt (Svix-like: about 28 h "
+        "and a half); each gets +-20 % jitter; the last one bounds Retry-After",
+    )
+    webhook_disable_after_s: float = Field(
+        5 * 24 * 3600.0, description="An endpoint failing without a success this long is disabled"
+    )
+    webhook_connect_timeout_s: float = 3.0
+    webhook_total_timeout_s: float = Field(10.0, description="One attempt, connect to last byte")
+    webhook_max_response_bytes: int = Field(4096, description="Response body read at most")
+    webhook_previous_secret_s: float = Field(
+        24 * 3600.0, description="After rotate-secret, the old secret still signs this long"
+    )
+
     sentry_dsn: str | None = Field(None, description="Sentry is off when unset")
     sentry_sample_rate: float = Field(1.0, ge=0, le=1, description="Share of errors/messages sent")
     sentry_traces_sample_rate: float = Field(

@@ -22,7 +22,7 @@ from rich.table import Table
 from services.core.settings import Settings
 from services.observability import slis
 from services.observability.kafka_lag import PartitionLag
-from services.ops import kafka_checks, queries
+from services.ops import kafka_checks, queries, webhook_checks
 from services.ops.prometheus import Prometheus, PrometheusError
 from services.ops.verdicts import (
     Judged,
@@ -119,6 +119,9 @@ def run_doctor(
         _database_slis(report, settings, window)
     if reachable["postgres"]:
         _database_checks(report, settings, top)
+        _guarded(
+            report, "webhooks", "deliveries", lambda: _webhooks(report, settings), Verdict.WARN
+        )
     if reachable["kafka"]:
         _kafka_checks(report, settings, lag_sample_s)
     report.add(
@@ -214,6 +217,11 @@ def _database_slis(report: Report, settings: Settings, window: str) -> None:
             )
 
     _guarded(report, "slis", "SLIs (from PostgreSQL)", probe, Verdict.WARN)
+
+
+def _webhooks(report: Report, settings: Settings) -> None:
+    state = webhook_checks.webhook_state(settings)
+    report.add("webhooks", "deliveries", webhook_checks.judge_webhooks(state), state)
 
 
 def _database_checks(report: Report, settings: Settings, top: int) -> None:
