@@ -117,8 +117,8 @@ def series(title: str, unit: str, *targets: prom.Dataquery, span: int = 12) -> t
 
 
 def build() -> db.Dashboard:
-    patch = slis.PATCH_STATUS
-    return (
+    """The dashboard, a row at a time (each row a function: a table of its panels)."""
+    dashboard = (
         db.Dashboard("Order Status")
         .uid(UID)
         .tags(["orderstatus", "runbook"])
@@ -135,12 +135,25 @@ def build() -> db.Dashboard:
             .url("docs/runbook.md")
             .target_blank(True)
         )
-        .with_row(db.Row("SLOs (5 minute windows)"))
+    )
+    for row in (_slo_row, _throughput_row, _latency_row, _figures_row, _pipeline_row):
+        dashboard = row(dashboard)
+    return dashboard
+
+
+def _slo_row(dashboard: db.Dashboard) -> db.Dashboard:
+    return (
+        dashboard.with_row(db.Row("SLOs (5 minute windows)"))
         .with_panel(slo_stat(slis.SUCCESS))
         .with_panel(slo_stat(slis.PATCH_P95))
         .with_panel(slo_stat(slis.CONFLICT))
         .with_panel(slo_stat(slis.DENIAL))
-        .with_row(db.Row("Throughput and outcomes"))
+    )
+
+
+def _throughput_row(dashboard: db.Dashboard) -> db.Dashboard:
+    return (
+        dashboard.with_row(db.Row("Throughput and outcomes"))
         .with_panel(
             series(
                 "API requests per second by route and status",
@@ -177,7 +190,13 @@ def build() -> db.Dashboard:
             .height(8)
             .span(12)
         )
-        .with_row(db.Row("Latency"))
+    )
+
+
+def _latency_row(dashboard: db.Dashboard) -> db.Dashboard:
+    patch = slis.PATCH_STATUS
+    return (
+        dashboard.with_row(db.Row("Latency"))
         .with_panel(
             heatmap.Panel()
             .title("PATCH /status latency heatmap")
@@ -220,7 +239,12 @@ def build() -> db.Dashboard:
                 ),
             )
         )
-        .with_row(db.Row("Per-restaurant figures (figures app, docs/figures.md)"))
+    )
+
+
+def _figures_row(dashboard: db.Dashboard) -> db.Dashboard:
+    return (
+        dashboard.with_row(db.Row("Per-restaurant figures (figures app, docs/figures.md)"))
         .with_panel(
             series(
                 f"Status changes in the current minute, top {TOP_RESTAURANTS} restaurants",
@@ -257,7 +281,12 @@ def build() -> db.Dashboard:
                 span=12,
             )
         )
-        .with_row(db.Row("Kafka pipeline"))
+    )
+
+
+def _pipeline_row(dashboard: db.Dashboard) -> db.Dashboard:
+    return (
+        dashboard.with_row(db.Row("Kafka pipeline"))
         .with_panel(
             series(
                 "Consumer lag by partition (commands waiting)",

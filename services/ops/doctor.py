@@ -227,70 +227,76 @@ def _webhooks(report: Report, settings: Settings) -> None:
 def _database_checks(report: Report, settings: Settings, top: int) -> None:
     def probe() -> None:
         with psycopg.connect(settings.admin_url, connect_timeout=5, row_factory=dict_row) as conn:
-            conflicts = conn.execute(queries.CONFLICTS_24H).fetchone() or {}
-            report.add(
-                "database",
-                "conflicts (24 h)",
-                Judged(Verdict.INFO, f"{conflicts.get('conflicts_24h', 0)} conflicts recorded"),
-                conflicts,
-            )
-            per_restaurant = conn.execute(
-                queries.CHANGES_PER_RESTAURANT_7D, {"limit": top}
-            ).fetchall()
-            busiest = per_restaurant[0] if per_restaurant else None
-            report.add(
-                "database",
-                "status changes per restaurant (7 d)",
-                Judged(
-                    Verdict.INFO,
-                    f"busiest {busiest['restaurant_id']}: {busiest['changes_7d']}"
-                    if busiest
-                    else "no status change in 7 days",
-                ),
-                per_restaurant,
-            )
-            pace = conn.execute(queries.AVG_CHANGE_INTERVAL_1H).fetchone() or {}
-            average = pace.get("avg_interval_seconds")
-            report.add(
-                "database",
-                "average interval between changes (1 h)",
-                Judged(
-                    Verdict.INFO,
-                    f"{float(average):.2f} s over {pace.get('changes_1h', 0)} changes"
-                    if average is not None
-                    else "fewer than two changes in the last hour",
-                ),
-                pace,
-            )
-            indexes = conn.execute(queries.INDEXES).fetchall()
-            report.add(
-                "database",
-                "indexes",
-                judge_indexes((r["tablename"], r["indexname"]) for r in indexes),
-                indexes,
-            )
-            sizes = conn.execute(queries.TABLE_SIZES).fetchall()
-            report.add(
-                "database",
-                "table sizes",
-                Judged(Verdict.INFO, ", ".join(f"{r['tablename']} {r['size']}" for r in sizes)),
-                sizes,
-            )
-            installed_row = conn.execute(queries.PG_STAT_STATEMENTS_INSTALLED).fetchone()
-            installed = bool(installed_row and next(iter(installed_row.values())))
-            statements = (
-                conn.execute(queries.SLOWEST_STATEMENTS, {"limit": top}).fetchall()
-                if installed
-                else []
-            )
-            report.add(
-                "database",
-                "slowest statements",
-                judge_statements(installed, [float(r["mean_exec_ms"]) for r in statements]),
-                statements,
-            )
+            _activity_checks(report, conn, top)
+            _schema_checks(report, conn, top)
 
     _guarded(report, "database", "runbook queries", probe, Verdict.FAIL)
+
+
+def _activity_checks(report: Report, conn: psycopg.Connection[dict[str, Any]], top: int) -> None:
+    """What the runbook's activity queries say: conflicts, the busiest restaurants, the pace."""
+    conflicts = conn.execute(queries.CONFLICTS_24H).fetchone() or {}
+    report.add(
+        "database",
+        "conflicts (24 h)",
+        Judged(Verdict.INFO, f"{conflicts.get('conflicts_24h', 0)} conflicts recorded"),
+        conflicts,
+    )
+    per_restaurant = conn.execute(queries.CHANGES_PER_RESTAURANT_7D, {"limit": top}).fetchall()
+    busiest = per_restaurant[0] if per_restaurant else None
+    report.add(
+        "database",
+        "status changes per restaurant (7 d)",
+        Judged(
+            Verdict.INFO,
+            f"busiest {busiest['restaurant_id']}: {busiest['changes_7d']}"
+            if busiest
+            else "no status change in 7 days",
+        ),
+        per_restaurant,
+    )
+    pace = conn.execute(queries.AVG_CHANGE_INTERVAL_1H).fetchone() or {}
+    average = pace.get("avg_interval_seconds")
+    report.add(
+        "database",
+        "average interval between changes (1 h)",
+        Judged(
+            Verdict.INFO,
+            f"{float(average):.2f} s over {pace.get('changes_1h', 0)} changes"
+            if average is not None
+            else "fewer than two changes in the last hour",
+        ),
+        pace,
+    )
+
+
+def _schema_checks(report: Report, conn: psycopg.Connection[dict[str, Any]], top: int) -> None:
+    """The runbook's indexes, table sizes and the slowest statements."""
+    indexes = conn.execute(queries.INDEXES).fetchall()
+    report.add(
+        "database",
+        "indexes",
+        judge_indexes((r["tablename"], r["indexname"]) for r in indexes),
+        indexes,
+    )
+    sizes = conn.execute(queries.TABLE_SIZES).fetchall()
+    report.add(
+        "database",
+        "table sizes",
+        Judged(Verdict.INFO, ", ".join(f"{r['tablename']} {r['size']}" for r in sizes)),
+        sizes,
+    )
+    installed_row = conn.execute(queries.PG_STAT_STATEMENTS_INSTALLED).fetchone()
+    installed = bool(installed_row and next(iter(installed_row.values())))
+    statements = (
+        conn.execute(queries.SLOWEST_STATEMENTS, {"limit": top}).fetchall() if installed else []
+    )
+    report.add(
+        "database",
+        "slowest statements",
+        judge_statements(installed, [float(r["mean_exec_ms"]) for r in statements]),
+        statements,
+    )
 
 
 def _kafka_checks(report: Report, settings: Settings, lag_sample_s: float) -> None:
