@@ -205,18 +205,7 @@ class DeliveryClient:
         connection.writer.write(head.encode("latin-1") + b"\r\n\r\n" + body)
         await connection.writer.drain()
         reader = connection.reader
-        while True:
-            try:
-                raw = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                if reused and not exc.partial:
-                    raise _StaleConnection("closed by the receiver while idle") from None
-                raise ProtocolError("the receiver closed the connection mid-answer") from None
-            except asyncio.LimitOverrunError:
-                raise ProtocolError("answer head too long") from None
-            status, version, answer_headers = _parse_head(raw)
-            if status >= 200:
-                break  # 1xx: informational, the answer follows
+        status, version, answer_headers = await _answer_head(reader, reused)
         retry_after = answer_headers.get("retry-after")
         keep = version == "HTTP/1.1" and answer_headers.get("connection", "").lower() != "close"
         length_header = answer_headers.get("content-length")
@@ -241,6 +230,24 @@ class DeliveryClient:
             except asyncio.IncompleteReadError:
                 raise ProtocolError("the receiver closed the connection mid-body") from None
         return status, retry_after, keep
+
+
+async def _answer_head(
+    reader: asyncio.StreamReader, reused: bool
+) -> tuple[int, str, dict[str, str]]:
+    """The final answer's status, HTTP version and headers (1xx answers are skipped)."""
+    while True:
+        try:
+            raw = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if reused and not exc.partial:
+                raise _StaleConnection("closed by the receiver while idle") from None
+            raise ProtocolError("the receiver closed the connection mid-answer") from None
+        except asyncio.LimitOverrunError:
+            raise ProtocolError("answer head too long") from None
+        status, version, headers = _parse_head(raw)
+        if status >= 200:
+            return status, version, headers
 
 
 def _parse_head(raw: bytes) -> tuple[int, str, dict[str, str]]:
