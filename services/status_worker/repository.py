@@ -10,6 +10,7 @@ from typing import Any, LiteralString
 from uuid import UUID
 
 import psycopg
+from psycopg import Cursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
@@ -56,17 +57,15 @@ class Repository:
         """What the caller's policies let it see: the order, HIDDEN (exists, not the caller's), or
         None. An UPDATE of a hidden row would silently match nothing, so the two are told apart.
         With `creating_for`, also whether the insert policy lets the caller create an order for
-        that restaurant. The queries travel together: one round trip in pipeline mode."""
-        cursor = self.conn.cursor(row_factory=dict_row)
-        locked = cursor.execute(queries.LOCK_ORDER, {"order_id": order_id})
-        exists = self.conn.cursor(row_factory=dict_row)
-        exists.execute(queries.ORDER_EXISTS, {"order_id": order_id})
-        allowed = None
+        that restaurant. A create's questions travel together (one round trip in pipeline mode):
+        its order is seldom visible; a change asks whether a hidden order exists only when it
+        sees none."""
+        locked = self._send(queries.LOCK_ORDER, {"order_id": order_id})
+        exists = allowed = None
         if creating_for is not None:
-            allowed = self.conn.cursor(row_factory=dict_row)
-            allowed.execute(queries.MAY_ACT_FOR, {"restaurant_id": creating_for})
+            exists = self._send(queries.ORDER_EXISTS, {"order_id": order_id})
+            allowed = self._send(queries.MAY_ACT_FOR, {"restaurant_id": creating_for})
         rows = locked.fetchall()
-        found = exists.fetchall()
         may_create = bool(allowed.fetchall()[0]["may_act"]) if allowed is not None else False
         if rows:
             row = rows[0]
@@ -78,7 +77,15 @@ class Repository:
                 row["updated_at"],
             )
             return Sighting(state, may_create)
+        exists = exists or self._send(queries.ORDER_EXISTS, {"order_id": order_id})
+        found = exists.fetchall()
         return Sighting(HIDDEN if found and found[0]["order_exists"] else None, may_create)
+
+    def _send(self, query: LiteralString, params: dict[str, Any]) -> Cursor[DictRow]:
+        """Sends `query`; its rows are read later (in pipeline mode, without a round trip each)."""
+        cursor = self.conn.cursor(row_factory=dict_row)
+        cursor.execute(query, params)
+        return cursor
 
     def insert_order(self, order: OrderState, now: datetime) -> None:
         self.conn.execute(

@@ -65,7 +65,10 @@ class ApplyStep:
                 self.backoff = 0.0
                 return processed
             except Exception as exc:
-                if not refuses_only_this_command(exc):
+                # A refused insert in the batch pipeline (the insert policy said no after all) is
+                # decided per command, isolated: there a refusal is `forbidden`.
+                refused_insert = isinstance(exc, psycopg.errors.InsufficientPrivilege)
+                if not refuses_only_this_command(exc) and (isolate or not refused_insert):
                     self._unavailable(exc)
                     return None
                 if isolate:

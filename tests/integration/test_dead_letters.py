@@ -156,6 +156,17 @@ def dead_letters_of(settings: Settings) -> int:
     return len(read_topic(settings, settings.topics.dead_letters))
 
 
+def worker_ops(settings: Settings, action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ORDERSTATUS, "worker-ops", action],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_tripped_guard_stays_tripped_across_restarts_until_an_operator_resets_it(
     dlq_settings: Settings, log_dir: Path
 ) -> None:
@@ -180,15 +191,11 @@ def test_a_tripped_guard_stays_tripped_across_restarts_until_an_operator_resets_
     assert '"evt":"dead_letter_guard_still_tripped"' in again.logs()
     assert dead_letters_of(dlq_settings) == diverted  # nothing more diverted
 
-    reset = subprocess.run(
-        [ORDERSTATUS, "worker-ops", "reset-guard"],
-        env=settings_env(dlq_settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert reset.returncode == 0, reset.stderr
+    shown = worker_ops(dlq_settings, "guard")
+    assert shown.returncode == 1 and "tripped at" in shown.stdout, shown.stderr
+    reset = worker_ops(dlq_settings, "reset-guard")
+    assert reset.returncode == 0 and "reset: tripped at" in reset.stdout, reset.stderr
+    assert worker_ops(dlq_settings, "guard").returncode == 0
     relaxed = {**guarded, "worker_dead_letter_window": 1000}
     worker = ServiceProcess("worker", dlq_settings, log_dir, **relaxed).start()
     try:

@@ -260,15 +260,21 @@ def test_a_pause_resumes_once_the_database_is_ready() -> None:
 
 
 class FakeDatabase:
-    def __init__(self, repository: FakeRepository, failures: int = 0) -> None:
+    def __init__(
+        self,
+        repository: FakeRepository,
+        failures: int = 0,
+        error: Exception | None = None,
+    ) -> None:
         self.repository = repository
         self.failures = failures
+        self.error = error or psycopg.OperationalError("connection refused")
         self.resets = 0
 
     def unit_of_work(self) -> FakeUnitOfWork:
         if self.failures:
             self.failures -= 1
-            raise psycopg.OperationalError("connection refused")
+            raise self.error
         return FakeUnitOfWork(self.repository)
 
     def reset(self) -> None:
@@ -300,6 +306,15 @@ def test_the_apply_step_keeps_the_batch_while_the_database_is_away() -> None:
     assert step.backoff > first_backoff > 0  # grows while retries keep failing
     assert step(decoded, NOW) is not None and step.backoff == 0
     assert database.resets == 2
+
+
+def test_an_insert_refused_in_the_batch_pipeline_is_decided_again_command_by_command() -> None:
+    refused = psycopg.errors.InsufficientPrivilege("new row violates row-level security policy")
+    once = ApplyStep(FakeDatabase(FakeRepository(), failures=1, error=refused))  # type: ignore[arg-type]
+    assert once([decode(message_of(create(), 0), NOW)], NOW) is not None
+    # Refused isolated too: no command is to blame (e.g. a missing grant): wait, do not divert.
+    always = ApplyStep(FakeDatabase(FakeRepository(), failures=2, error=refused))  # type: ignore[arg-type]
+    assert always([decode(message_of(create(), 0), NOW)], NOW) is None
 
 
 def test_the_apply_step_records_an_undecodable_commands_invalid_outcome() -> None:
