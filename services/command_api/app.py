@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from services.command_api.auth import TokenVerifier
 from services.command_api.db import OrderReads, connection_pool
 from services.command_api.dispatch import CommandDispatch
-from services.command_api.event_hub import EventHub
+from services.command_api.event_hub import EventHub, EventHubMetrics
 from services.command_api.http import RequestContext, install_error_handlers, router
 from services.command_api.idempotency import CommandRequests
 from services.command_api.kafka import CommandBus
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     init_sentry(settings, "command-api")
     metrics = ApiMetrics()
+    hub_metrics = EventHubMetrics(metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info(
             "reading results", extra={"evt": "reply_partition", "partition": replies.partition}
         )
-        app.state.event_hub = hub = EventHub(settings)
+        app.state.event_hub = hub = EventHub(settings, hub_metrics)
         await hub.start()
         app.state.reads, app.state.bus = reads, bus
         app.state.dispatch = CommandDispatch(bus, reads, requests)

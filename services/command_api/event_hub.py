@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.command_api.feed_tokens import Positions, encode_positions, merged
 from services.core.events import OrderCloudEvent, decode_cloud_event, encode_cloud_event
@@ -33,23 +33,35 @@ from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OPEN_STREAMS = Gauge(
-    "orderstatus_api_event_streams",
-    "Event streams (SSE) open in this API process",
-    multiprocess_mode="livesum",
-)
-HUB_CONSUMERS = Counter(
-    "orderstatus_api_event_hub_consumers",
-    "Kafka consumers the event hub created for live streams (one per API process start)",
-)
-CATCH_UPS = Counter(
-    "orderstatus_api_event_stream_catchups",
-    "Resumed streams (Last-Event-ID) that read the range they missed with a short-lived reader",
-)
-OVERFLOWS = Counter(
-    "orderstatus_api_event_stream_overflows",
-    "Streams ended because the client fell further behind than its buffer (it resumes)",
-)
+
+class EventHubMetrics:
+    """The hub's collectors, registered in the API's registry by its composition root (app.py),
+    so /metrics serves them beside the API's own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.open_streams = Gauge(
+            "orderstatus_api_event_streams",
+            "Event streams (SSE) open in this API process",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.consumers = Counter(
+            "orderstatus_api_event_hub_consumers",
+            "Kafka consumers the event hub created for live streams (one per API process start)",
+            registry=registry,
+        )
+        self.catch_ups = Counter(
+            "orderstatus_api_event_stream_catchups",
+            "Resumed streams (Last-Event-ID) that read the range they missed with a short-lived "
+            "reader",
+            registry=registry,
+        )
+        self.overflows = Counter(
+            "orderstatus_api_event_stream_overflows",
+            "Streams ended because the client fell further behind than its buffer (it resumes)",
+            registry=registry,
+        )
+
 
 CATCH_UP_DEADLINE_S = 60.0
 
@@ -97,6 +109,7 @@ class Subscription:
     start: Positions
     floor: Positions
     queue: asyncio.Queue[Delivery]
+    overflows: Counter
     overflowed: bool = False
 
     def offer(self, handout: Handout) -> None:
@@ -111,7 +124,7 @@ class Subscription:
             self.queue.put_nowait(Delivery(handout.event, handout.data, resume_at))
         except asyncio.QueueFull:
             self.overflowed = True
-            OVERFLOWS.inc()
+            self.overflows.inc()
 
     @property
     def ended(self) -> bool:
@@ -122,6 +135,7 @@ class Subscription:
 @dataclass(eq=False)
 class EventHub:
     settings: Settings
+    metrics: EventHubMetrics
     _subscribers: dict[UUID, set[Subscription]] = field(default_factory=lambda: defaultdict(set))
     _positions: Positions = field(default_factory=dict)
     """What has been handed to the subscriptions, per partition (touched on the event loop only)."""
@@ -142,7 +156,7 @@ class EventHub:
         """Reads from the end as of now: streams get what happens from here on (or resume)."""
         self._loop = asyncio.get_running_loop()
         self._consumer = _consumer(self.settings, "events")
-        HUB_CONSUMERS.inc()
+        self.metrics.consumers.inc()
         ends = await asyncio.to_thread(watermarks, self._consumer, self.topic)
         self._positions = {p: high for p, (_low, high) in ends.items()}
         self._consumer.assign(
@@ -165,16 +179,17 @@ class EventHub:
             dict(self._positions),
             dict(floor or {}),
             asyncio.Queue(self.settings.api_event_stream_buffer),
+            self.metrics.overflows,
         )
         self._subscribers[restaurant_id].add(subscription)
-        OPEN_STREAMS.inc()
+        self.metrics.open_streams.inc()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscribers = self._subscribers.get(subscription.restaurant_id)
         if subscribers is not None and subscription in subscribers:
             subscribers.discard(subscription)
-            OPEN_STREAMS.dec()
+            self.metrics.open_streams.dec()
             if not subscribers:
                 del self._subscribers[subscription.restaurant_id]
 
@@ -223,7 +238,7 @@ class EventHub:
         """The subscription's restaurant's events from its floor up to where its live events
         start, in offset order per partition. A floor beyond the topic's end (another process's
         token, ahead of this hub) is kept: live events below it are skipped, not repeated."""
-        CATCH_UPS.inc()
+        self.metrics.catch_ups.inc()
         consumer = _consumer(self.settings, "catch-up")
         try:
             marks = await asyncio.to_thread(watermarks, consumer, self.topic)

@@ -23,9 +23,9 @@ import pytest
 from services.demo import run_demo
 from services.figures.check import differences, sql_figures
 from services.figures.kafka import delete_app_topics
-from services.loadgen import run_load
 from tests.conftest import Stack
 from tests.stack import ORDERSTATUS, ServiceProcess, free_port, settings_env
+from tests.terminals import walk_orders
 
 LOAD_S = float(os.environ.get("FIGURES_TEST_LOAD_S", "20"))
 """How long each load runs (the issue's demo uses a minute: FIGURES_TEST_LOAD_S=60)."""
@@ -125,7 +125,7 @@ def totals(stack: Stack, figures: FiguresApp) -> dict[str, float]:
 
 def test_figures_equal_sql_after_the_demo_and_a_load(stack: Stack, figures: FiguresApp) -> None:
     assert run_demo(stack.settings, stack.url, terminals=3, orders=2) == 0
-    report = asyncio.run(run_load(stack.settings, stack.url, terminals=4, seconds=LOAD_S))
+    report = asyncio.run(walk_orders(stack.settings, stack.url, terminals=4, seconds=LOAD_S))
     print(f"load: {report.summary()}")
     assert settled(stack, figures) == {}
     summed = totals(stack, figures)
@@ -155,7 +155,7 @@ def test_kill_9_mid_load_then_the_tables_recover_from_their_changelogs(
     stack: Stack, figures: FiguresApp
 ) -> None:
     load = threading.Thread(
-        target=lambda: asyncio.run(run_load(stack.settings, stack.url, 4, LOAD_S)), daemon=True
+        target=lambda: asyncio.run(walk_orders(stack.settings, stack.url, 4, LOAD_S)), daemon=True
     )
     load.start()
     time.sleep(LOAD_S / 3)
