@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import psycopg.sql
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
@@ -53,6 +54,26 @@ def with_database(url: str, database: str) -> str:
     return psycopg.conninfo.make_conninfo(url, dbname=database)
 
 
+def drop_database(admin_url: str, name: str, patience_s: float = 15.0) -> None:
+    """DROP DATABASE ... WITH (FORCE). The owner may end only its own roles' sessions, so while a
+    closed connection of another role (the services' login, a test's PostgREST-like login) is still
+    going away server-side, the drop is refused: wait for it rather than leave the database."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(
+                    psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        psycopg.sql.Identifier(name)
+                    )
+                )
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @contextmanager
 def migrated_database(base: Settings) -> Iterator[tuple[str, str]]:
     """A fresh migrated database without Kafka: (app role url, owner url); dropped afterwards."""
@@ -64,8 +85,7 @@ def migrated_database(base: Settings) -> Iterator[tuple[str, str]]:
         apply_migrations(admin_url)
         yield with_database(base.database_url, name), admin_url
     finally:
-        with psycopg.connect(base.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(base.admin_url, name)
 
 
 @contextmanager
@@ -100,8 +120,7 @@ def isolated_settings(base: Settings, **overrides: Any) -> Iterator[Settings]:
         ).values():
             with contextlib.suppress(KafkaException):  # already gone: nothing to clean
                 future.result()
-        with psycopg.connect(base.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "orderstatus_{name}" WITH (FORCE)')
+        drop_database(base.admin_url, f"orderstatus_{name}")
 
 
 def _die_with_parent() -> None:

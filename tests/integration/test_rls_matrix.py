@@ -23,7 +23,7 @@ from services.core.messages import Actor, Role
 from services.core.migrate import apply_migrations
 from services.core.settings import Settings
 from services.core.tenancy import APP_ROLE, acting_as, grant_staff, revoke_staff
-from tests.stack import migrated_database, with_database
+from tests.stack import drop_database, migrated_database, with_database
 
 OWN = uuid.UUID("00000000-0000-4000-8000-00000000000a")
 OTHER = uuid.UUID("00000000-0000-4000-8000-00000000000b")
@@ -695,10 +695,7 @@ def supabase_database(base_settings: Settings) -> Iterator[Database]:
             _seed(conn)
         yield Database(with_database(base_settings.database_url, name), admin_url, owner)
     finally:
-        with psycopg.connect(base_settings.admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(base_settings.admin_url, name)
 
 
 @pytest.fixture(scope="module")
@@ -790,9 +787,33 @@ EXPECTED_GRANTS = {
     ("authenticated", "restaurant_staff"): {"SELECT"},
     ("authenticated", "command_outcomes"): {"SELECT"},
     ("service_role", "command_outcomes"): {"SELECT"},
+    # Webhook endpoints are managed through the API as the caller (migration 0011).
+    ("authenticated", "webhook_endpoints"): {"SELECT", "INSERT", "DELETE"},
+    ("service_role", "webhook_endpoints"): {"SELECT", "INSERT", "DELETE"},
+    ("authenticated", "webhook_deliveries"): {"SELECT"},
+    ("service_role", "webhook_deliveries"): {"SELECT"},
+    ("authenticated", "webhook_attempts"): {"SELECT"},
+    ("service_role", "webhook_attempts"): {"SELECT"},
 }
-"""Table-level privileges of the three Supabase roles, exactly (plus UPDATE of three columns of
-orders, checked below); on a database with Supabase's default privileges as on plain PostgreSQL."""
+"""Table-level privileges of the three Supabase roles, exactly (plus UPDATE of some columns,
+checked below); on a database with Supabase's default privileges as on plain PostgreSQL."""
+
+EXPECTED_COLUMN_UPDATES = [
+    *(("orders", column) for column in ("status", "updated_at", "version")),
+    *(
+        ("webhook_endpoints", column)
+        for column in (
+            "secret",
+            "previous_secret",
+            "previous_secret_expires_at",
+            "status",
+            "disabled_reason",
+            "disabled_at",
+            "failing_since",
+        )
+    ),
+    *(("webhook_deliveries", column) for column in ("status", "next_attempt_at", "attempts")),
+]
 
 
 @pytest.mark.parametrize("which", ["plain", "supabase"])
@@ -823,8 +844,8 @@ def test_the_supabase_roles_hold_exactly_the_grants_the_services_need(
         held.setdefault((grantee, table), set()).add(privilege)
     assert held == EXPECTED_GRANTS
     assert sorted(columns) == sorted(
-        (role, "orders", column, "UPDATE")
+        (role, table, column, "UPDATE")
         for role in ("authenticated", "service_role")
-        for column in ("status", "updated_at", "version")
+        for table, column in EXPECTED_COLUMN_UPDATES
     )
     assert sequences == []

@@ -5,7 +5,12 @@
 --     writes the delivery state;
 --   * the owner sees every row (operator_all).
 
-REVOKE ALL ON webhook_endpoints, webhook_deliveries, webhook_attempts FROM PUBLIC;
+-- Explicitly, as 0006 does: on Supabase, default privileges give anon, authenticated and
+-- service_role ALL on every new table and sequence; only what is granted below is meant.
+REVOKE ALL ON webhook_endpoints, webhook_deliveries, webhook_attempts
+    FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON SEQUENCE webhook_deliveries_id_seq, webhook_attempts_id_seq
+    FROM PUBLIC, anon, authenticated, service_role;
 
 GRANT SELECT, INSERT, DELETE ON webhook_endpoints TO authenticated, service_role;
 GRANT UPDATE (secret, previous_secret, previous_secret_expires_at, status, disabled_reason,
