@@ -18,7 +18,7 @@ from services.command_api.dispatch import CommandDispatch
 from services.command_api.event_hub import EventHub
 from services.command_api.http import RequestContext, install_error_handlers, router
 from services.command_api.idempotency import CommandRequests
-from services.command_api.kafka import CommandBus
+from services.command_api.kafka import UNAUTHENTICATED_RESULTS, CommandBus
 from services.command_api.limits import RequestLimits
 from services.command_api.orders_feed import router as orders_feed_router
 from services.command_api.reply_partition import reply_partition
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     init_sentry(settings, "command-api")
     metrics = ApiMetrics()
+    metrics.registry.register(UNAUTHENTICATED_RESULTS)  # counted by the bus, served on /metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
