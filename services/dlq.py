@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Message, Producer
 from pydantic import ValidationError
 
-from services.core.command_signing import signing_keys
+from services.core.command_signing import signing_keys, signing_refusal
 from services.core.kafka_records import command_record, header, position, read_to_end
 from services.core.messages import ChangeStatus, CreateOrder, decode_command
 from services.core.settings import Settings
@@ -176,6 +176,10 @@ def run_dlq(
         return 0
     if not positions and not every:
         print("name the dead letters to replay (--at PARTITION:OFFSET ...) or pass --all")
+        return 2
+    refusal = None if dry_run else signing_refusal(settings)
+    if refusal is not None:
+        print(f"orderstatus dlq replay: refusing: {refusal}")
         return 2
     done = replay(settings, select(messages, positions, reason_prefix), dry_run=dry_run)
     verb = "would replay" if dry_run else "replayed"
