@@ -6,6 +6,7 @@ a waiting request; during a key rotation the old key is accepted while it is con
 from __future__ import annotations
 
 import base64
+import subprocess
 import threading
 import time
 import uuid
@@ -34,7 +35,7 @@ from services.core.statuses import OrderStatus
 from services.core.topics import HEADER_COMMAND_ID, HEADER_DLQ_REASON
 from tests.conftest import Stack
 from tests.e2e.test_api_holes import bearer
-from tests.stack import ServiceProcess, Tokens, isolated_settings
+from tests.stack import ORDERSTATUS, ServiceProcess, Tokens, isolated_settings, settings_env
 from tests.topics import TEST_KEYS, change_command, produce, read_topic, signed
 
 FORGER = SigningKeys(TEST_KEYS.active, {TEST_KEYS.active: b"f" * 32})
@@ -129,6 +130,18 @@ def test_a_command_without_a_valid_signature_is_dead_lettered_and_changes_nothin
         for m in read_topic(stack.settings, stack.settings.topics.results)
     }
     assert not results & set(reasons)
+    # Nor can an operator's replay launder them: it would sign them with the operator's key.
+    replay = subprocess.run(
+        [ORDERSTATUS, "dlq", "replay", "--all", "--reason", "unauthenticated"],
+        env=settings_env(stack.settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert replay.stdout.count("skipped: not replayable (unauthenticated") >= 3, replay.stdout
+    assert " replayed " not in replay.stdout
     # The same cancel, signed with the stack's key, is applied: the refusals were the signatures.
     produce(stack.settings, stack.settings.topics.commands, [command_record(control, TEST_KEYS)])
     assert outcome_of(stack.settings, control.command_id) == "applied"
