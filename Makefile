@@ -107,6 +107,7 @@ chaos: install ## Fault-injection run on its own Kafka + PostgreSQL (CHAOS_ARGS=
 bench: migrate ## Project vs direct-PostgreSQL baseline, <= 15 min; writes docs/performance.md (BENCH_ARGS=--quick)
 	$(LOCAL)/bench-tools.sh install
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.signing
 
 dashboards: $(VENV)/.installed ## Regenerate deploy/grafana/dashboards from services/observability/dashboard.py
 	$(BIN)/python -m services.observability.dashboard

@@ -1,6 +1,8 @@
 """`orderstatus dlq list|replay`: what is parked in the dead-letter topic, and sending it again.
 
 The worker parks two kinds of message there (headers `dlq.reason`, `dlq.source.*`):
+- `unauthenticated: ...`: a record without a valid signature (docs/security.md). Never replayed:
+  the replay would sign it with the operator's key.
 - `undecodable: ...` / `oversize: ...`: bytes that are no command. They cannot be replayed as they
   are; they are evidence for fixing the producer, which then sends its commands again.
 - `error: ...`: a valid command the database refused (its outcome `error` is in the inbox). Once the
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Message, Producer
 from pydantic import ValidationError
 
+from services.core.command_signing import signing_keys, signing_refusal
 from services.core.kafka_records import command_record, header, position, read_to_end
 from services.core.messages import ChangeStatus, CreateOrder, decode_command
 from services.core.settings import Settings
@@ -35,6 +38,7 @@ from services.core.topics import (
 REPLAY_NAMESPACE = uuid.UUID("5b0d2a52-8f1e-4a8e-9a57-2d1f0c9e6f3a")
 HEADER_REPLAY_OF = "replay_of"
 HEADER_REPLAYED_FROM = "dlq.replayed_from"
+UNAUTHENTICATED = "unauthenticated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +84,10 @@ def read_parked(settings: Settings) -> list[ParkedMessage]:
 
 def replay_of(message: ParkedMessage, now: datetime) -> CreateOrder | ChangeStatus | None:
     """The command to send again for `message`, under its derived id; None when the bytes are no
-    command (those cannot be replayed)."""
+    command, or no signed one (`unauthenticated`: a replay would sign a forgery with the operator's
+    key), which cannot be replayed."""
+    if message.reason.startswith(UNAUTHENTICATED):
+        return None
     try:
         original = decode_command(message.value)
     except (ValidationError, ValueError):
@@ -110,6 +117,7 @@ def replay(
     plan = [Replayed(m, replay_of(m, now)) for m in messages]
     if dry_run:
         return plan
+    keys = signing_keys(settings)  # the operator's configured key signs the replays
     producer = Producer(
         {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -121,7 +129,7 @@ def replay(
         command = item.command
         if command is None:
             continue
-        record = command_record(command)
+        record = command_record(command, keys)
         producer.produce(
             settings.topics.commands,
             key=record.key,
@@ -169,11 +177,15 @@ def run_dlq(
     if not positions and not every:
         print("name the dead letters to replay (--at PARTITION:OFFSET ...) or pass --all")
         return 2
+    refusal = None if dry_run else signing_refusal(settings)
+    if refusal is not None:
+        print(f"orderstatus dlq replay: refusing: {refusal}")
+        return 2
     done = replay(settings, select(messages, positions, reason_prefix), dry_run=dry_run)
     verb = "would replay" if dry_run else "replayed"
     for item in done:
         if item.command is None:
-            print(f"{item.message.where:>10}  skipped: not a command ({item.message.reason})")
+            print(f"{item.message.where:>10}  skipped: not replayable ({item.message.reason})")
         else:
             print(
                 f"{item.message.where:>10}  {verb} {item.message.command_id} "

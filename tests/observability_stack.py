@@ -20,12 +20,12 @@ import psycopg
 import yaml
 from confluent_kafka import Producer
 
-from services.core.kafka_records import command_record
 from services.core.messages import Actor, CreateOrder, Role
 from services.core.settings import Settings
 from services.figures.kafka import delete_app_topics
 from tests.stack import ServiceProcess, free_port, isolated_settings, with_database
 from tests.tools import require
+from tests.topics import command_record
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))

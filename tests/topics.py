@@ -7,11 +7,32 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from services.core.kafka_records import command_record as command_record  # re-exported
-from services.core.kafka_records import read_to_end
+from services.core import kafka_records
+from services.core.command_signing import Purpose, SigningKeys, signature_headers, signing_keys
+from services.core.kafka_records import CommandRecord, read_to_end
 from services.core.messages import Actor, ChangeStatus, CreateOrder, Role
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
+from services.core.topics import HEADER_COMMAND_ID
+
+RawRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+TEST_KEYS: SigningKeys = signing_keys(Settings(environment="test"))
+"""The keys the test stack's API and worker hold (COMMAND_SIGNING_KEYS, else the dev key)."""
+
+
+def command_record(command: CreateOrder | ChangeStatus) -> CommandRecord:
+    """A command record signed as the API signs it: what a test producing commands sends."""
+    return kafka_records.command_record(command, TEST_KEYS)
+
+
+def signed(
+    record: RawRecord, keys: SigningKeys = TEST_KEYS, purpose: Purpose = Purpose.COMMAND
+) -> RawRecord:
+    """Raw bytes signed as a command (or a result): a malformed record from a trusted producer."""
+    key, value, headers = record
+    command_id = next((v for k, v in headers if k == HEADER_COMMAND_ID), None)
+    return key, value, [*headers, *signature_headers(keys, purpose, key, command_id, value)]
 
 
 def read_topic(settings: Settings, topic: str, *, committed_only: bool = True) -> list[Message]:
@@ -36,7 +57,7 @@ def high_watermarks(settings: Settings, topic: str) -> int:
 def produce(
     settings: Settings,
     topic: str,
-    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    records: list[RawRecord],
     partition: int | None = None,
 ) -> None:
     """Writes raw records straight into a topic, bypassing the API (as a buggy client might)."""

@@ -18,7 +18,7 @@ from services.command_api.dispatch import CommandDispatch
 from services.command_api.event_hub import EventHub, EventHubMetrics
 from services.command_api.http import RequestContext, install_error_handlers, router
 from services.command_api.idempotency import CommandRequests
-from services.command_api.kafka import CommandBus
+from services.command_api.kafka import UNAUTHENTICATED_RESULTS, CommandBus
 from services.command_api.limits import RequestLimits
 from services.command_api.orders_feed import router as orders_feed_router
 from services.command_api.reply_partition import reply_partition
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     init_sentry(settings, "command-api")
     metrics = ApiMetrics()
     hub_metrics = EventHubMetrics(metrics.registry)
+    metrics.registry.register(UNAUTHENTICATED_RESULTS)  # counted by the bus, served on /metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

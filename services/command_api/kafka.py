@@ -3,8 +3,10 @@
 Each API process reads the results topic (read_committed, from the end as of its start): its own
 reply partition, which each command names in a header so the worker produces the result there
 (API_RESULTS_PARTITION, services/command_api/reply_partition.py), or every partition. It hands each
-result to the request waiting for that command id. Results nobody waits for are skipped here; they
-stay in `command_outcomes` for later lookups."""
+result to the request waiting for that command id, once its signature shows a worker made it
+(services/core/command_signing.py): a forged result is logged, counted and ignored, so the request
+still gets its real answer (or times out). Results nobody waits for are skipped here unchecked; they
+stay in `command_outcomes` for later lookups. Every command published is signed (command_record)."""
 
 from __future__ import annotations
 
@@ -19,14 +21,23 @@ from typing import Any
 from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import Counter
 
-from services.core.kafka_records import command_record, header, poll_batch
+from services.core.command_signing import Purpose, signing_keys
+from services.core.kafka_records import command_record, header, poll_batch, signature_failure
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION
 from services.observability.sentry import trace_headers
 
 log = logging.getLogger(__name__)
+
+UNAUTHENTICATED_RESULTS = Counter(
+    "orderstatus_api_unauthenticated_results_total",
+    "Result records for a waiting command without a valid signature: ignored (forged or signed "
+    "with a key this API does not hold)",
+    registry=None,  # registered by the composition root (app.py), not at import
+)
 
 
 class PublishFailed(Exception):
@@ -79,6 +90,7 @@ class CommandBus:
         """`producer` publishes commands; `consumer` reads results (kafka_config builds both)."""
         self.settings = settings
         self.topics = settings.topics
+        self._keys = signing_keys(settings)
         self._pending: dict[bytes, _Waiting] = {}
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -162,7 +174,7 @@ class CommandBus:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             loop.call_soon_threadsafe(_settle, delivered, error)
 
-        record = command_record(command)
+        record = command_record(command, self._keys)
         try:
             self._producer.produce(
                 self.topics.commands,
@@ -213,8 +225,27 @@ class CommandBus:
                     continue
                 command_id = header(message, HEADER_COMMAND_ID)
                 value = message.value()
-                if command_id is not None and value is not None and command_id in self._pending:
+                if command_id is None or value is None or command_id not in self._pending:
+                    continue
+                if self._authentic(message, command_id):
                     loop.call_soon_threadsafe(self._resolve, command_id, value)
+
+    def _authentic(self, message: Message, command_id: bytes) -> bool:
+        failure = signature_failure(message, self._keys, Purpose.RESULT)
+        if failure is None:
+            return True
+        UNAUTHENTICATED_RESULTS.inc()
+        log.warning(
+            "result without a valid signature ignored",
+            extra={
+                "evt": "result_unauthenticated",
+                "command_id": command_id.decode(errors="replace"),
+                "reason": failure,
+                "partition": message.partition(),
+                "offset": message.offset(),
+            },
+        )
+        return False
 
     def _resolve(self, command_id: bytes, raw: bytes) -> None:
         waiting = self._pending.get(command_id)

@@ -16,6 +16,7 @@ import uvicorn
 
 from services.command_api.app import create_app
 from services.command_api.limits import HEADER_TIMEOUT_PROTOCOL, HeaderTimeoutProtocol
+from services.core.command_signing import signing_refusal
 from services.core.jsonlog import configure_logging
 from services.core.settings import Settings, dev_secret_refusal
 from services.ops.retention import purge_periodically
@@ -24,7 +25,7 @@ from services.ops.retention import purge_periodically
 def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging("command-api", settings.log_level)
-    refusal = dev_secret_refusal(settings)
+    refusal = dev_secret_refusal(settings) or signing_refusal(settings)
     if refusal is not None:
         raise SystemExit(f"orderstatus api: refusing to start: {refusal}")
     stop_purging = threading.Event()

@@ -9,6 +9,14 @@ from typing import NamedTuple
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from services.core.command_signing import (
+    HEADER_KEY_ID,
+    HEADER_SIGNATURE,
+    Purpose,
+    SigningKeys,
+    signature_headers,
+    verification_failure,
+)
 from services.core.kafka_config import assign_only_reader
 from services.core.messages import ChangeStatus, CreateOrder, encode
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
@@ -106,22 +114,44 @@ def read_to_end(
 
 class CommandRecord(NamedTuple):
     """A command as it travels on the commands topic: keyed by order id (so one order's commands
-    share a partition), its id and request id in headers (readable without decoding the value)."""
+    share a partition), its id and request id in headers (readable without decoding the value), and
+    its signature (services/core/command_signing.py)."""
 
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
 
 
-def command_record(command: CreateOrder | ChangeStatus) -> CommandRecord:
+def command_record(command: CreateOrder | ChangeStatus, keys: SigningKeys) -> CommandRecord:
+    """The one place a command record is built: every producer of commands signs with `keys`."""
+    key, value, command_id = str(command.order_id).encode(), encode(command), command.command_id
+    command_id_header = str(command_id).encode()
     return CommandRecord(
-        str(command.order_id).encode(),
-        encode(command),
+        key,
+        value,
         [
-            (HEADER_COMMAND_ID, str(command.command_id).encode()),
+            (HEADER_COMMAND_ID, command_id_header),
             (HEADER_REQUEST_ID, command.rid.encode()),
+            *signature_headers(keys, Purpose.COMMAND, key, command_id_header, value),
         ],
     )
+
+
+def signature_failure(message: Message, keys: SigningKeys, purpose: Purpose) -> str | None:
+    """Why a consumed record does not prove its issuer (command_signing), or None when it does."""
+    return verification_failure(
+        keys,
+        purpose,
+        _as_bytes(message.key()),
+        header(message, HEADER_COMMAND_ID),
+        _as_bytes(message.value()),
+        header(message, HEADER_KEY_ID),
+        header(message, HEADER_SIGNATURE),
+    )
+
+
+def _as_bytes(raw: bytes | str | None) -> bytes | None:
+    return raw.encode() if isinstance(raw, str) else raw
 
 
 def watermarks(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
     jwt_audience: str = "authenticated"
     jwt_issuer: str | None = None
 
+    # ---- issue 11: signed commands and results (services/core/command_signing.py) ----------------
+    command_signing_keys: SecretStr = Field(
+        SecretStr(""),
+        description="kid:base64secret[,kid:base64secret]: HMAC-SHA256 keys (32+ bytes) that sign "
+        "commands and results; every one listed is accepted (rotation). Unset: a public dev key "
+        "in a local environment, refused elsewhere",
+    )
+    command_signing_key_id: str = Field(
+        "", description="The key id that signs; unset: the first of COMMAND_SIGNING_KEYS"
+    )
+
     # ---- issue 10: JWKS outages, resource bounds, retention (services/command_api/jwks.py,
     # services/command_api/main.py, services/ops/retention.py) -------------------------------------
     jwt_jwks_refresh_s: float = Field(

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from services.core.command_signing import signing_refusal
 from services.core.settings import (
     DEV_JWT_SECRET,
     Settings,
@@ -145,8 +146,8 @@ def judge_statements(installed: bool, mean_ms: Sequence[float]) -> Judged:
 
 
 def judge_config(settings: Settings) -> Judged:
-    """The dev-secret rule is the API's own (dev_secret_refusal): doctor fails exactly where the
-    API would refuse to start."""
+    """The dev-secret and signing-key rules are the API's own (dev_secret_refusal,
+    signing_refusal): doctor fails exactly where the API would refuse to start."""
     environment = settings.environment
     relaxed = is_local_environment(environment)
     default_jwt_secret = settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
@@ -154,6 +155,9 @@ def judge_config(settings: Settings) -> Judged:
     refusal = dev_secret_refusal(settings)
     if refusal is not None:
         problems.append((Verdict.FAIL, refusal))
+    unsigned = signing_refusal(settings)  # the API and the worker refuse to start on it too
+    if unsigned is not None:
+        problems.append((Verdict.FAIL, unsigned))
     if not settings.sentry_dsn:
         problems.append(
             (

@@ -1,5 +1,9 @@
 """The decode step: a consumed message becomes a command to apply, or a dead letter with the reason
-(and an `invalid` outcome for its caller when the message says who that is). Pure: never raises."""
+(and an `invalid` outcome for its caller when the message says who that is). Pure: never raises.
+
+A message without a valid signature (services/core/command_signing.py) is dead-lettered as
+`unauthenticated: ...` before its value is read, with no outcome at all: not applied, no result, no
+inbox row, so a forger can neither act nor claim a command id a real command may later carry."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from uuid import UUID
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from services.core.kafka_records import header, position
+from services.core.command_signing import Purpose, SigningKeys
+from services.core.kafka_records import header, position, signature_failure
 from services.core.messages import Actor, CommandResult, Outcome, decode_command
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION, HEADER_REQUEST_ID
 from services.status_worker.batch import DeadLetter, Decoded, Incoming
@@ -18,7 +23,16 @@ from services.status_worker.batch import DeadLetter, Decoded, Incoming
 MAX_COMMAND_BYTES = 64 * 1024
 
 
+def verify_and_decode(message: Message, now: datetime, keys: SigningKeys) -> Decoded:
+    """The decode step of the pipeline: the signature first, then `decode`."""
+    unauthenticated = signature_failure(message, keys, Purpose.COMMAND)
+    if unauthenticated is not None:
+        return DeadLetter(message, f"unauthenticated: {unauthenticated}", None)
+    return decode(message, now)
+
+
 def decode(message: Message, now: datetime) -> Decoded:
+    """A message whose signature was checked (verify_and_decode) as a command or a dead letter."""
     value = message.value()
     if value is not None and len(value) > MAX_COMMAND_BYTES:
         return _dead_letter(message, f"oversize: {len(value)} bytes", now)

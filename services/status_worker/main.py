@@ -12,6 +12,7 @@ from types import FrameType
 from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import start_http_server
 
+from services.core.command_signing import signing_keys, signing_refusal
 from services.core.jsonlog import configure_logging
 from services.core.kafka_admin import ensure_topics
 from services.core.settings import Settings
@@ -72,7 +73,9 @@ def build_worker(
         database.guard_trips(settings.worker_group_id, settings.worker_id),
     )
     results = settings.topics.results
-    destinations = Destinations(settings.topics, publisher.partitions_of(results))
+    destinations = Destinations(
+        settings.topics, publisher.partitions_of(results), signing_keys(settings)
+    )
     worker = StatusWorker(source, apply, database_step, guard, publish, destinations, stop)
     return worker, source
 
@@ -80,6 +83,9 @@ def build_worker(
 def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging("status-worker", settings.log_level)
+    refusal = signing_refusal(settings)
+    if refusal is not None:
+        raise SystemExit(f"orderstatus worker: refusing to start: {refusal}")
     init_sentry(settings, "status-worker")
     stop = threading.Event()
 

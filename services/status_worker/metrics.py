@@ -19,7 +19,7 @@ from services.status_worker.batch import Finished
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_REASONS = ("oversize", "undecodable", "error")
+DEAD_LETTER_REASONS = ("oversize", "unauthenticated", "undecodable", "error")
 
 COMMANDS = Counter(
     "orderstatus_worker_commands_total", "Commands given an outcome, by outcome", ["outcome"]

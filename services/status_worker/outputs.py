@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
+from services.core.command_signing import Purpose, SigningKeys, signature_headers
 from services.core.events import (
     CLOUDEVENTS_CONTENT_TYPE,
     HEADER_CONTENT_TYPE,
@@ -35,10 +36,12 @@ DUPLICATE_HEADER = ("duplicate", b"1")
 @dataclass(frozen=True, slots=True)
 class Destinations:
     """Where outputs go: the topics, and how many partitions the results topic has (a reply
-    partition beyond them is ignored rather than failing the whole transaction)."""
+    partition beyond them is ignored rather than failing the whole transaction); and the keys that
+    sign the results (the same keys check the commands: pipeline.py)."""
 
     topics: Topics
     results_partitions: int
+    keys: SigningKeys
 
 
 def settle(
@@ -79,23 +82,32 @@ def outcome_records(finished: Finished, to: Destinations) -> list[OutRecord]:
     reply = _within(finished.incoming.reply_partition, to)
     if finished.duplicate:
         # A second copy of an applied command: answer it, but downstream saw the event already.
-        return [result_record(to.topics.results, result, reply, duplicate=True)]
-    records = [result_record(to.topics.results, result, reply)]
+        return [result_record(to.topics.results, result, reply, to.keys, duplicate=True)]
+    records = [result_record(to.topics.results, result, reply, to.keys)]
     if event is not None:
         records.append(event_record(to.topics.events, event))
     return records
 
 
 def result_record(
-    topic: str, result: CommandResult, partition: int | None, *, duplicate: bool = False
+    topic: str,
+    result: CommandResult,
+    partition: int | None,
+    keys: SigningKeys,
+    *,
+    duplicate: bool = False,
 ) -> OutRecord:
+    """The one place a result record is built: signed, so the API can tell it from a forgery."""
+    key, value, command_id = str(result.order_id).encode(), encode(result), result.command_id
+    command_id_header = str(command_id).encode()
     headers: list[tuple[str, str | bytes | None]] = [
-        (HEADER_COMMAND_ID, str(result.command_id).encode()),
+        (HEADER_COMMAND_ID, command_id_header),
         (HEADER_REQUEST_ID, result.rid.encode()),
+        *signature_headers(keys, Purpose.RESULT, key, command_id_header, value),
     ]
     if duplicate:
         headers.append(DUPLICATE_HEADER)
-    return OutRecord(topic, str(result.order_id).encode(), encode(result), headers, partition)
+    return OutRecord(topic, key, value, headers, partition)
 
 
 def event_record(topic: str, event: OrderEvent) -> OutRecord:
@@ -126,7 +138,7 @@ def dead_letter_records(dead: DeadLetter, to: Destinations) -> list[OutRecord]:
     ]
     if dead.result is not None:
         reply = _within(reply_partition(message), to)
-        records.append(result_record(to.topics.results, dead.result, reply))
+        records.append(result_record(to.topics.results, dead.result, reply, to.keys))
     return records
 
 

@@ -1,6 +1,6 @@
-"""The worker's loop, a chain of small steps: poll a batch (source) -> decode -> apply in PostgreSQL
--> settle and build the outputs (pure) -> guard -> publish outcomes and commit offsets in one Kafka
-transaction -> report. Pipelined: batch N's Kafka transaction runs on the publisher's thread while
+"""The worker's loop, a chain of small steps: poll a batch (source) -> check signatures and decode
+-> apply in PostgreSQL -> settle and build the outputs (pure) -> guard -> publish outcomes and
+commit offsets in one Kafka transaction -> report. Pipelined: batch N's Kafka transaction runs on the publisher's thread while
 batch N+1 is applied in PostgreSQL; N+1's transaction starts only once N's has committed, so
 per-partition order holds and no offset is committed before an earlier batch's. Any failure
 rewinds the batches not yet committed; the inbox makes the redo change nothing twice. The steps are
@@ -19,7 +19,7 @@ from confluent_kafka import Message
 
 from services.status_worker import metrics
 from services.status_worker.batch import Settled
-from services.status_worker.decode import decode
+from services.status_worker.decode import verify_and_decode
 from services.status_worker.guards import DeadLetterRatioExceeded
 from services.status_worker.outputs import Destinations, outputs_for, settle
 from services.status_worker.report import report_batch
@@ -76,7 +76,7 @@ class StatusWorker:
 
     def process(self, messages: Sequence[Message]) -> None:
         now = datetime.now(UTC)
-        decoded = [decode(m, now) for m in messages]
+        decoded = [verify_and_decode(m, now, self.destinations.keys) for m in messages]
         started = time.perf_counter()
         processed = self.apply(decoded, now)
         if processed is None:

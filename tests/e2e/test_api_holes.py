@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from services.command_api.http import CreateOrderBody
 from services.command_api.idempotency import fingerprint
+from services.core.command_signing import Purpose
 from services.core.kafka_config import assign_only_reader
 from services.core.kafka_records import header
 from services.core.messages import CommandResult, OrderView, Outcome, decode_command
@@ -28,7 +29,7 @@ from services.core.topics import HEADER_COMMAND_ID
 from tests.conftest import Stack
 from tests.faults import TcpProxy
 from tests.stack import ServiceProcess, Tokens, isolated_settings
-from tests.topics import produce, read_topic
+from tests.topics import produce, read_topic, signed
 
 
 @pytest.fixture
@@ -231,10 +232,13 @@ def test_an_undecodable_result_of_an_applied_change_is_answered_from_the_store(
                         command.actor.sub,
                     ),
                 )
-            record = (
-                str(order_id).encode(),
-                b"\xff not a result",
-                [(HEADER_COMMAND_ID, str(command.command_id).encode())],
+            record = signed(  # by a worker's key: undecodable, not forged
+                (
+                    str(order_id).encode(),
+                    b"\xff not a result",
+                    [(HEADER_COMMAND_ID, str(command.command_id).encode())],
+                ),
+                purpose=Purpose.RESULT,
             )
             produce(settings, settings.topics.results, [record])
             sending.join(30)

@@ -23,7 +23,14 @@ from services.core.topics import (
 )
 from tests.integration.test_dlq_replay import REFUSE_EXPLOSIVE_REASONS
 from tests.stack import ORDERSTATUS, ServiceProcess, isolated_settings, settings_env
-from tests.topics import change_command, command_record, create_command, produce, read_topic
+from tests.topics import (
+    change_command,
+    command_record,
+    create_command,
+    produce,
+    read_topic,
+    signed,
+)
 
 
 @pytest.fixture
@@ -75,7 +82,7 @@ def test_poison_messages_are_dead_lettered_and_the_partition_goes_on(
         produce(
             dlq_settings,
             dlq_settings.topics.commands,
-            [*poison, (key, value, headers)],
+            [*(signed(p) for p in poison), (key, value, headers)],
             partition=0,
         )
         assert wait_for_outcome(dlq_settings, valid.command_id) == "applied"

@@ -18,7 +18,14 @@ from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from services.dlq import HEADER_REPLAY_OF, ParkedMessage, read_parked, replay, select
 from tests.stack import ORDERSTATUS, ServiceProcess, isolated_settings, settings_env
-from tests.topics import change_command, command_record, create_command, produce, read_topic
+from tests.topics import (
+    change_command,
+    command_record,
+    create_command,
+    produce,
+    read_topic,
+    signed,
+)
 
 REFUSE_EXPLOSIVE_REASONS = """
 CREATE FUNCTION refuse_explosive_reasons() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -82,7 +89,7 @@ def test_a_refused_command_is_replayed_once_after_the_fix_and_garbage_is_skipped
     worker = ServiceProcess("worker", fresh, log_dir, worker_metrics_port=0).start()
     try:
         produce(fresh, fresh.topics.commands, [command_record(create), command_record(explosive)])
-        produce(fresh, fresh.topics.commands, [garbage])
+        produce(fresh, fresh.topics.commands, [signed(garbage)])
         assert wait_for(fresh, 2)[str(explosive.command_id)] == "error"
         parked: list[ParkedMessage] = []
         deadline = time.monotonic() + 30

@@ -16,7 +16,7 @@ from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION
 from tests.integration.test_dead_letters import wait_for_outcome
 from tests.stack import ServiceProcess, isolated_settings
-from tests.topics import command_record, create_command, produce, read_topic
+from tests.topics import command_record, create_command, produce, read_topic, signed
 
 
 @pytest.fixture
@@ -39,10 +39,12 @@ def test_results_go_to_the_reply_partition_their_command_names(
     key, value, headers = command_record(beyond)
     records.append((key, value, [*headers, (HEADER_REPLY_PARTITION, b"999")]))
     records.append(
-        (
-            str(uuid.uuid4()).encode(),
-            b"not a command",
-            [(HEADER_COMMAND_ID, str(undecodable_id).encode()), (HEADER_REPLY_PARTITION, b"4")],
+        signed(
+            (
+                str(uuid.uuid4()).encode(),
+                b"not a command",
+                [(HEADER_COMMAND_ID, str(undecodable_id).encode()), (HEADER_REPLY_PARTITION, b"4")],
+            )
         )
     )
     produce(fresh, fresh.topics.commands, records)

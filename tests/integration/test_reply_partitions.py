@@ -14,13 +14,14 @@ import pytest
 from services.command_api.app import command_bus
 from services.command_api.kafka import CommandBus, OutcomeTimeout
 from services.command_api.reply_partition import reply_partition
+from services.core.command_signing import Purpose
 from services.core.kafka_records import header
 from services.core.messages import Actor, ChangeStatus, CommandResult, Outcome, Role, encode
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION
 from tests.stack import isolated_settings
-from tests.topics import produce, read_topic
+from tests.topics import produce, read_topic, signed
 
 
 @pytest.fixture
@@ -73,7 +74,11 @@ def result_record(command: ChangeStatus) -> tuple[bytes, bytes, list[tuple[str, 
         processed_at=datetime.now(UTC),
     )
     headers = [(HEADER_COMMAND_ID, str(command.command_id).encode())]
-    return str(command.order_id).encode(), encode(result), headers
+    key, value, signed_headers = signed(
+        (str(command.order_id).encode(), encode(result), headers), purpose=Purpose.RESULT
+    )
+    assert key is not None and value is not None
+    return key, value, signed_headers
 
 
 async def answered(

@@ -3,11 +3,14 @@ API, `orderstatus token` and doctor agree on which ones those are (issue 10, sce
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from pydantic import SecretStr
 
 from services.cli import main as cli
 from services.command_api.auth import TokenVerifier, mint_token
+from services.core.command_signing import signing_refusal
 from services.core.settings import DEV_JWT_SECRET, Settings, is_local_environment
 from services.ops.verdicts import Verdict, judge_config
 
@@ -69,12 +72,17 @@ def test_orderstatus_token_refuses_outside_a_local_environment(
 
 @pytest.mark.parametrize("environment", LOCAL + NOT_LOCAL)
 @pytest.mark.parametrize("dev_secret", [True, False])
-def test_doctor_and_the_api_agree(environment: str, dev_secret: bool) -> None:
+@pytest.mark.parametrize("signing_keys", ["", "k1:" + base64.b64encode(b"s" * 32).decode()])
+def test_doctor_and_the_api_agree(environment: str, dev_secret: bool, signing_keys: str) -> None:
     secret = DEV_JWT_SECRET if dev_secret else "a-real-secret-" + "x" * 32
-    settings = Settings(jwt_secret=SecretStr(secret), environment=environment)
+    settings = Settings(
+        jwt_secret=SecretStr(secret),
+        environment=environment,
+        command_signing_keys=SecretStr(signing_keys),
+    )
     try:
         TokenVerifier(settings)
-        api_starts = True
+        api_starts = signing_refusal(settings) is None  # as `orderstatus api` decides (main.py)
     except ValueError:
         api_starts = False
     doctor_fails = judge_config(settings).verdict is Verdict.FAIL

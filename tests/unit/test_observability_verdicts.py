@@ -3,6 +3,8 @@ and the verdict order."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,6 +30,8 @@ from services.ops.verdicts import (
     judge_targets,
     worst,
 )
+
+REAL_SIGNING_KEYS = "k1:" + base64.b64encode(b"s" * 32).decode()
 
 ENOUGH = float(MIN_PATCHES_TO_JUDGE)
 
@@ -171,8 +175,21 @@ def test_config_verdicts(
         environment=environment,
         sentry_dsn="http://key@127.0.0.1:9/1" if sentry else None,
         jwt_secret=SecretStr(DEV_JWT_SECRET if dev_secret else "a-real-secret-" + "x" * 32),
+        command_signing_keys=SecretStr(REAL_SIGNING_KEYS),
     )
     assert judge_config(settings).verdict is verdict
+
+
+@pytest.mark.parametrize("environment", ["prod", ""])
+def test_config_fails_without_signing_keys_outside_a_local_environment(environment: str) -> None:
+    settings = Settings(
+        environment=environment,
+        sentry_dsn="http://key@127.0.0.1:9/1",
+        jwt_secret=SecretStr("a-real-secret-" + "x" * 32),
+        command_signing_keys=SecretStr(""),
+    )
+    judged = judge_config(settings)
+    assert judged.verdict is Verdict.FAIL and "COMMAND_SIGNING_KEYS" in judged.summary
 
 
 def test_small_verdicts() -> None:

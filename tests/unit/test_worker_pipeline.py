@@ -45,13 +45,13 @@ from services.status_worker.pipeline import StatusWorker
 from services.status_worker.service import apply_batch
 from services.status_worker.source import CommandSource, RewindFailed
 from services.status_worker.steps import ApplyStep, GuardStep, PublishStep
-from tests.topics import change_command, create_command
+from tests.topics import TEST_KEYS, change_command, create_command, signed
 from tests.unit.worker_fakes import FakeConsumer, FakeRepository, FakeTrips, FakeUnitOfWork
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 TOPIC = "unit.commands"
 TOPICS = Topics.with_prefix("unit")
-TO = Destinations(TOPICS, results_partitions=4)
+TO = Destinations(TOPICS, results_partitions=4, keys=TEST_KEYS)
 RESTAURANT = uuid.UUID("5a1d0c3e-0000-4000-8000-000000000001")
 
 
@@ -74,13 +74,9 @@ def message_of(
     all_headers = [
         (HEADER_COMMAND_ID, str(command.command_id if command else uuid.uuid4()).encode())
     ]
+    key, value, all_headers = signed((key, value, all_headers + (headers or [])))
     return Message(
-        topic=TOPIC,
-        partition=partition,
-        offset=offset,
-        key=key,
-        value=value,
-        headers=all_headers + (headers or []),
+        topic=TOPIC, partition=partition, offset=offset, key=key, value=value, headers=all_headers
     )
 
 
