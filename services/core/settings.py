@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     worker_fetch_wait_max_ms: int = Field(
         100, ge=0, description="fetch.wait.max.ms of the worker's consumer (idle polling)"
     )
+    worker_pipelined: bool = Field(
+        False,
+        description="Overlap batch N's Kafka transaction with batch N+1's database work. Off: a "
+        "full `make chaos` run found batches redone after a rebalance with it (docs/performance.md)",
+    )
     worker_dead_letter_window: int = Field(
         200, description="Messages the dead-letter guard looks back over"
     )

@@ -76,7 +76,16 @@ def build_worker(
     destinations = Destinations(
         settings.topics, publisher.partitions_of(results), signing_keys(settings)
     )
-    worker = StatusWorker(source, apply, database_step, guard, publish, destinations, stop)
+    worker = StatusWorker(
+        source,
+        apply,
+        database_step,
+        guard,
+        publish,
+        destinations,
+        stop,
+        pipelined=settings.worker_pipelined,
+    )
     return worker, source
 
 

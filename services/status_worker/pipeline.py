@@ -47,6 +47,8 @@ class StatusWorker:
         publish: Publish,
         destinations: Destinations,
         stop: threading.Event,
+        *,
+        pipelined: bool = True,
     ) -> None:
         self.source = source
         self.apply = apply
@@ -56,6 +58,8 @@ class StatusWorker:
         self.publish = publish
         self.destinations = destinations
         self.stop = stop
+        self.pipelined = pipelined
+        """Off: each batch's transaction is settled before the next poll (WORKER_PIPELINED)."""
         self.in_flight: InFlight | None = None
         self._publisher = ThreadPoolExecutor(1, thread_name_prefix="kafka-transaction")
         source.before_revoke = self.settle_before_revoke
@@ -98,6 +102,8 @@ class StatusWorker:
             return
         submitted = self._publisher.submit(self.publish, records, messages)
         self.in_flight = InFlight(messages, settled, now, submitted)
+        if not self.pipelined:
+            self.finish()
 
     def finish(self) -> None:
         """Settles the batch in flight; rewinds it when its transaction failed."""

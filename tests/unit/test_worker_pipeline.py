@@ -378,13 +378,19 @@ def test_an_unknown_fault_is_refused() -> None:
 
 
 def pipeline(
-    repository: FakeRepository, publisher: FakePublisher, consumer: FakeConsumer, trips: FakeTrips
+    repository: FakeRepository,
+    publisher: FakePublisher,
+    consumer: FakeConsumer,
+    trips: FakeTrips,
+    pipelined: bool = True,
 ) -> StatusWorker:
     source = source_with(consumer, 0)
     apply = ApplyStep(FakeDatabase(repository))  # type: ignore[arg-type]
     guard = GuardStep(DeadLetterGuard(window=10, max_ratio=0.5), trips)
     publish = PublishStep(publisher, source)  # type: ignore[arg-type]
-    return StatusWorker(source, apply, apply, guard, publish, TO, threading.Event())
+    return StatusWorker(
+        source, apply, apply, guard, publish, TO, threading.Event(), pipelined=pipelined
+    )
 
 
 def test_the_pipeline_publishes_a_batch_and_commits_after_its_last_offset() -> None:
@@ -398,6 +404,13 @@ def test_the_pipeline_publishes_a_batch_and_commits_after_its_last_offset() -> N
     assert offsets == [(0, 2)]
     assert [r.topic for r in records] == [TOPICS.results, TOPICS.events] * 2
     assert consumer.seeks == []
+
+
+def test_unpipelined_each_batch_is_settled_before_the_next_poll() -> None:
+    consumer, publisher = FakeConsumer(), FakePublisher(aborts=True)
+    worker = pipeline(FakeRepository(), publisher, consumer, FakeTrips(), pipelined=False)
+    worker.process([message_of(create(), 4)])
+    assert worker.in_flight is None and consumer.seeks == [(TOPIC, 0, 4)]  # no finish() needed
 
 
 def test_the_pipeline_rewinds_a_batch_whose_transaction_aborted() -> None:
