@@ -17,7 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-PROBLEM_JSON = b"application/problem+json"
+from services.command_api.problems import PROBLEM_JSON, Problem
 
 
 class RequestLimits:
@@ -82,13 +82,14 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 
 
 async def _reject(send: Send, status: int, kind: str, title: str) -> None:
-    body = orjson.dumps({"type": f"/problems/{kind}", "title": title, "status": status})
+    """Answers before routing (no Request exists yet): the problems module's body, sent raw."""
+    body = orjson.dumps(Problem(status, kind, title).body(None))
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", PROBLEM_JSON),
+                (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
             ],
