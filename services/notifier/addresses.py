@@ -56,6 +56,10 @@ def target_of(url: str) -> Target:
         raise RefusedURL("only http and https URLs are accepted")
     if not parts.hostname:
         raise RefusedURL("the URL has no host")
+    try:
+        parts.hostname.encode("idna")  # what the resolver will do with it
+    except UnicodeError as exc:
+        raise RefusedURL(f"not a valid host name: {exc}") from None
     if parts.username is not None or parts.password is not None:
         raise RefusedURL("credentials in the URL are not accepted")
     if parts.fragment:

@@ -147,6 +147,9 @@ def test_public_addresses_pass_and_allowed_cidrs_open_exceptions() -> None:
         "http://user:pw@example.com/",
         "http:///x",
         "gopher://a",
+        "http://" + "a" * 64 + ".example.com/",  # a label too long for IDNA (the fuzzer's 500)
+        "http://a..b/",
+        "http://a\udcff/",
     ],
 )
 def test_only_plain_http_and_https_urls(url: str) -> None:
