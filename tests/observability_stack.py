@@ -1,5 +1,6 @@
-"""A running system with metrics on: the API, a worker serving /metrics on a free port, and a
-private Prometheus of the test's own (1 s scrapes, the project's rule files) scraping both."""
+"""A running system with metrics on: the API, a worker serving /metrics on a free port (and, if
+asked, the figures app and the webhook notifier), and a private Prometheus of the test's own (1 s
+scrapes, the project's rule files) scraping them."""
 
 from __future__ import annotations
 
@@ -36,9 +37,17 @@ T = TypeVar("T")
 
 
 def prometheus_config(
-    api_port: int, worker_port: int, figures_port: int | None = None
+    api_port: int,
+    worker_port: int,
+    figures_port: int | None = None,
+    notifier_port: int | None = None,
 ) -> dict[str, Any]:
-    jobs = {"command-api": api_port, "status-worker": worker_port, "figures": figures_port}
+    jobs = {
+        "command-api": api_port,
+        "status-worker": worker_port,
+        "figures": figures_port,
+        "notifier": notifier_port,
+    }
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in RULE_FILES],
@@ -52,13 +61,18 @@ def prometheus_config(
 
 @contextmanager
 def private_prometheus(
-    workdir: Path, api_port: int, worker_port: int, figures_port: int | None = None
+    workdir: Path,
+    api_port: int,
+    worker_port: int,
+    figures_port: int | None = None,
+    notifier_port: int | None = None,
 ) -> Iterator[str]:
     """Prometheus on a free loopback port; yields its URL."""
     prometheus = require(PROMETHEUS, "prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(api_port, worker_port, figures_port)))
+    jobs = prometheus_config(api_port, worker_port, figures_port, notifier_port)
+    config.write_text(yaml.safe_dump(jobs))
     port = free_port()
     log = (workdir / "prometheus.log").open("ab")
     process = subprocess.Popen(
@@ -136,11 +150,15 @@ class ObservedStack:
 
 @contextmanager
 def observed_stack(
-    base: Settings, log_dir: Path, figures: bool = False, **overrides: Any
+    base: Settings, log_dir: Path, figures: bool = False, notifier: bool = False, **overrides: Any
 ) -> Iterator[ObservedStack]:
-    """With `figures`, the figures app runs and is scraped too (its dashboard panels)."""
+    """With `figures`, the figures app runs and is scraped too (its dashboard panels); with
+    `notifier`, the webhook notifier (loopback receivers allowed, as in the local stack)."""
     worker_port = free_port()
     figures_port = free_port() if figures else None
+    notifier_port = free_port() if notifier else None
+    if notifier:
+        overrides.setdefault("webhook_allowed_cidrs", "127.0.0.0/8")
     with isolated_settings(base, worker_lag_interval_s=1.0, **overrides) as settings:
         worker = ServiceProcess("worker", settings, log_dir, worker_metrics_port=worker_port)
         api = ServiceProcess("api", settings, log_dir)
@@ -149,11 +167,16 @@ def observed_stack(
             processes.append(
                 ServiceProcess("figures", settings, log_dir, figures_port=figures_port)
             )
+        if notifier_port is not None:
+            processes.append(
+                ServiceProcess("notifier", settings, log_dir, notifier_metrics_port=notifier_port)
+            )
         try:
             for process in processes:
                 process.start()
             workdir = log_dir / f"prometheus-{uuid.uuid4().hex[:6]}"
-            with private_prometheus(workdir, settings.api_port, worker_port, figures_port) as url:
+            ports = (settings.api_port, worker_port, figures_port, notifier_port)
+            with private_prometheus(workdir, *ports) as url:
                 stack = ObservedStack(
                     settings.model_copy(update={"prometheus_url": url}), api, worker, url
                 )

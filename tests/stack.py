@@ -103,6 +103,9 @@ def isolated_settings(base: Settings, **overrides: Any) -> Iterator[Settings]:
             "kafka_topic_prefix": f"test-{name}",
             "kafka_command_partitions": 6,
             "worker_group_id": f"test-{name}-worker",
+            # A group of its own: a notifier joining or leaving (or killed) elsewhere on the broker
+            # would otherwise rebalance this one, stalling its events for seconds.
+            "notifier_group_id": f"test-{name}-notifier",
             "api_port": free_port(),
             "environment": "test",
             **overrides,

@@ -50,11 +50,9 @@ class FinishedAttempt:
     gone: bool
 
 
-def _wants(endpoint: dict[str, Any], event: RoutedEvent) -> bool:
-    types = endpoint["event_types"]
-    return endpoint["restaurant_id"] == event.restaurant_id and (
-        not types or event.event_type in types
-    )
+def _columns(rows: Sequence[object], **fields: str) -> dict[str, list[Any]]:
+    """A batch as columns (one array parameter each) for the set-based statements."""
+    return {name: [getattr(row, attr) for row in rows] for name, attr in fields.items()}
 
 
 def _due_of(rows: Sequence[dict[str, Any]]) -> list[DueDelivery]:
@@ -89,10 +87,46 @@ async def promote_heads(
 ) -> list[DueDelivery]:
     """In a transaction holding LOCK_HEADS: each pair's next waiting delivery becomes its head.
     Returns the new heads of enabled endpoints."""
-    cursor = await conn.execute(
+    cursor = await _send_promote_heads(conn, endpoint_ids, order_ids)
+    return _due_of(await cursor.fetchall())
+
+
+async def _send_promote_heads(
+    conn: psycopg.AsyncConnection[Any], endpoint_ids: Sequence[UUID], order_ids: Sequence[UUID]
+) -> psycopg.AsyncCursor[Any]:
+    """In a pipeline, only queued: its rows are read once the pipeline is synced."""
+    return await conn.execute(
         queries.PROMOTE_HEADS, {"endpoint_ids": list(endpoint_ids), "order_ids": list(order_ids)}
     )
-    return _due_of(await cursor.fetchall())
+
+
+async def _update_endpoints(
+    conn: psycopg.AsyncConnection[Any], finished: Sequence[FinishedAttempt], disable_after_s: float
+) -> list[UUID]:
+    """In the attempts' transaction: each endpoint's failing-since by its last attempt; disables
+    those failing too long or gone and holds their deliveries. Returns the disabled ones."""
+    last: dict[UUID, FinishedAttempt] = {}
+    for attempt in finished:
+        last[attempt.endpoint_id] = attempt
+    succeeded = [e for e, a in last.items() if a.success]
+    failing = [e for e, a in last.items() if not a.success]
+    gone = sorted({a.endpoint_id for a in finished if a.gone})
+    disabled: list[UUID] = []
+    if succeeded:
+        await conn.execute(queries.ENDPOINTS_SUCCEEDED, {"ids": succeeded})
+    if failing:
+        at = min(a.attempted_at for a in finished if a.endpoint_id in set(failing))
+        await conn.execute(queries.ENDPOINTS_FAILED, {"ids": failing, "at": at})
+        cursor = await conn.execute(
+            queries.DISABLE_FAILING, {"ids": failing, "after_s": disable_after_s}
+        )
+        disabled += [row["id"] for row in await cursor.fetchall()]
+    if gone:
+        cursor = await conn.execute(queries.DISABLE_GONE, {"ids": gone})
+        disabled += [row["id"] for row in await cursor.fetchall()]
+    if disabled:
+        await conn.execute(queries.HOLD_PENDING, {"ids": disabled})
+    return disabled
 
 
 class NotifierDatabase:
@@ -130,51 +164,25 @@ class NotifierDatabase:
     async def record_events(self, events: Sequence[RoutedEvent]) -> tuple[int, list[DueDelivery]]:
         """One transaction: a delivery per (matching endpoint, event); the ones already recorded
         (a batch re-read after a crash) are left as they are. Returns the deliveries written and
-        the new heads among them."""
+        the new heads among them. Pipelined: the whole transaction is one round trip."""
         if not events:
             return 0, []
-        restaurants = sorted({e.restaurant_id for e in events})
-        async with self.pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                queries.ENDPOINTS_OF_RESTAURANTS, {"restaurants": restaurants}
-            )
-            endpoints = await cursor.fetchall()
-            columns: dict[str, list[Any]] = {
-                name: []
-                for name in (
-                    "endpoint_ids",
-                    "restaurant_ids",
-                    "event_ids",
-                    "event_types",
-                    "order_ids",
-                    "versions",
-                    "bodies",
-                    "event_times",
-                    "statuses",
-                )
-            }
-            for event in events:
-                for endpoint in endpoints:
-                    if not _wants(endpoint, event):
-                        continue
-                    columns["endpoint_ids"].append(endpoint["id"])
-                    columns["restaurant_ids"].append(event.restaurant_id)
-                    columns["event_ids"].append(event.event_id)
-                    columns["event_types"].append(event.event_type)
-                    columns["order_ids"].append(event.order_id)
-                    columns["versions"].append(event.version)
-                    columns["bodies"].append(event.body)
-                    columns["event_times"].append(event.time)
-                    # A disabled endpoint's events are kept, held for `recover`.
-                    columns["statuses"].append(
-                        "waiting" if endpoint["status"] == "enabled" else "held"
-                    )
-            if not columns["endpoint_ids"]:
-                return 0, []
-            await conn.execute(queries.LOCK_HEADS)
-            written = await conn.execute(queries.RECORD_DELIVERIES, columns)
-            heads = await promote_heads(conn, columns["endpoint_ids"], columns["order_ids"])
-            return written.rowcount, heads
+        columns = _columns(
+            events,
+            restaurant_ids="restaurant_id",
+            event_ids="event_id",
+            event_types="event_type",
+            order_ids="order_id",
+            versions="version",
+            bodies="body",
+            event_times="time",
+        )
+        async with self.pool.connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(queries.LOCK_HEADS)
+                written = await conn.execute(queries.RECORD_DELIVERIES, columns)
+                promoted = await conn.execute(queries.PROMOTE_HEADS_OF_ORDERS, columns)
+            return written.rowcount, _due_of(await promoted.fetchall())
 
     async def due(
         self, in_flight: Sequence[int], busy_endpoints: Sequence[UUID], limit: int
@@ -198,48 +206,32 @@ class NotifierDatabase:
         heads (the next events of orders whose head was delivered or given up)."""
         if not finished:
             return [], []
-        last: dict[UUID, FinishedAttempt] = {}
-        for attempt in finished:
-            last[attempt.endpoint_id] = attempt
-        succeeded = [e for e, a in last.items() if a.success]
-        failing = [e for e, a in last.items() if not a.success]
-        gone = sorted({a.endpoint_id for a in finished if a.gone})
-        columns = {
-            "delivery_ids": [a.delivery_id for a in finished],
-            "attempted_ats": [a.attempted_at for a in finished],
-            "status_codes": [a.status_code for a in finished],
-            "latencies": [a.latency_ms for a in finished],
-            "errors": [a.error for a in finished],
-            "next_retry_ats": [a.next_retry_at for a in finished],
-            "statuses": [a.status for a in finished],
-        }
-        disabled: list[UUID] = []
+        columns = _columns(
+            finished,
+            delivery_ids="delivery_id",
+            attempted_ats="attempted_at",
+            status_codes="status_code",
+            latencies="latency_ms",
+            errors="error",
+            next_retry_ats="next_retry_at",
+            statuses="status",
+        )
         finished_heads = [a for a in finished if a.status != "pending"]
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(queries.LOCK_HEADS)
-            await conn.execute(queries.RECORD_ATTEMPTS, columns)
-            await conn.execute(queries.UPDATE_DELIVERIES, columns)
-            heads: list[DueDelivery] = []
-            if finished_heads:
-                heads = await promote_heads(
-                    conn,
-                    [a.endpoint_id for a in finished_heads],
-                    [a.order_id for a in finished_heads],
-                )
-            if succeeded:
-                await conn.execute(queries.ENDPOINTS_SUCCEEDED, {"ids": succeeded})
-            if failing:
-                at = min(a.attempted_at for a in finished if a.endpoint_id in set(failing))
-                await conn.execute(queries.ENDPOINTS_FAILED, {"ids": failing, "at": at})
-                cursor = await conn.execute(
-                    queries.DISABLE_FAILING, {"ids": failing, "after_s": disable_after_s}
-                )
-                disabled += [row["id"] for row in await cursor.fetchall()]
-            if gone:
-                cursor = await conn.execute(queries.DISABLE_GONE, {"ids": gone})
-                disabled += [row["id"] for row in await cursor.fetchall()]
-            if disabled:
-                await conn.execute(queries.HOLD_PENDING, {"ids": disabled})
+        promoted: psycopg.AsyncCursor[Any] | None = None
+        # Pipelined: with no endpoint to disable, the whole transaction is one round trip.
+        async with self.pool.connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(queries.LOCK_HEADS)
+                await conn.execute(queries.RECORD_ATTEMPTS, columns)
+                await conn.execute(queries.UPDATE_DELIVERIES, columns)
+                if finished_heads:
+                    promoted = await _send_promote_heads(
+                        conn,
+                        [a.endpoint_id for a in finished_heads],
+                        [a.order_id for a in finished_heads],
+                    )
+                disabled = await _update_endpoints(conn, finished, disable_after_s)
+            heads = _due_of(await promoted.fetchall()) if promoted is not None else []
         return disabled, [h for h in heads if h.endpoint_id not in disabled]
 
     async def backlog(self) -> dict[str, Any]:

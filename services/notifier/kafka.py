@@ -21,8 +21,12 @@ log = logging.getLogger(__name__)
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
+    """Nagle off (as in services/core/kafka_config.py): the offset commit and the next fetch are
+    small requests written back to back, which Nagle would hold for the broker's delayed ACK."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": "notifier",
+        "socket.nagle.disable": True,
         "group.id": settings.notifier_group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -30,7 +34,6 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "session.timeout.ms": 10_000,
         "fetch.wait.max.ms": 10,
-        "client.id": "notifier",
     }
 
 
@@ -111,7 +114,12 @@ class EventSource:
         self.consumer.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke)
 
     def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
-        messages: list[Message] = self.consumer.consume(max_messages, timeout_s)
+        """Returns as soon as one record is there, with up to `max_messages` of those already
+        fetched (consume() would wait out `timeout_s` for a batch under max_messages)."""
+        first: Message | None = self.consumer.poll(timeout_s)
+        if first is None:
+            return []
+        messages: list[Message] = [first, *self.consumer.consume(max_messages - 1, 0)]
         good = []
         for message in messages:
             if message.error() is not None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+import uvloop
 from prometheus_client import start_http_server
 
 from services.core.jsonlog import configure_logging
@@ -63,4 +64,5 @@ def run(settings: Settings | None = None) -> None:
     ensure_topics(settings)
     if settings.notifier_metrics_port:
         start_http_server(settings.notifier_metrics_port, addr=settings.notifier_metrics_host)
-    asyncio.run(serve(settings))
+    # uvloop, as the API runs: less CPU per attempt and per database round trip on the loop.
+    uvloop.run(serve(settings))

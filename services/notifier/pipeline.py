@@ -18,6 +18,7 @@ from typing import TypeVar
 from uuid import UUID
 
 import psycopg
+from confluent_kafka import Message
 from psycopg_pool import PoolTimeout
 
 from services.notifier import metrics
@@ -33,14 +34,34 @@ T = TypeVar("T")
 
 DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 POLL_MAX = 500
-POLL_WAIT_S = 0.01
-"""consume() waits this long for POLL_MAX records: the latency one batch of events may add."""
+POLL_WAIT_S = 0.05
+"""How long one poll waits for a first record (it returns as soon as one is there)."""
 FETCH_MAX = 500
 STOP_GRACE_S = 5.0
 """On SIGTERM, attempts in flight get this long; the rest are sent again by the next notifier."""
 IDLE_DISPATCH_S = 0.2
 RECORD_COALESCE_S = 0.005
 """With nothing new, the dispatcher still looks for due retries this often."""
+
+
+def _decoded(messages: list[Message]) -> list[RoutedEvent]:
+    """The batch's events; an undecodable record is counted, logged and skipped."""
+    events: list[RoutedEvent] = []
+    for message in messages:
+        try:
+            events.append(routed_event(message.value()))
+        except ValueError as exc:
+            metrics.UNDECODABLE.inc()
+            log.warning(
+                "undecodable event skipped",
+                extra={
+                    "evt": "event_undecodable",
+                    "error": str(exc),
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                },
+            )
+    return events
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,8 @@ class Notifier:
         self._host_of_endpoint: dict[UUID, str] = {}
         self._per_host: Counter[str] = Counter()  # HTTP requests open per host
         self._attempts: set[asyncio.Task[None]] = set()
+        self._dispatching = False  # holds the dispatcher lock
+        self._stored_during_fetch: set[int] = set()
 
     # ---- ingest ------------------------------------------------------------------------------
 
@@ -85,24 +108,23 @@ class Notifier:
             messages = await asyncio.to_thread(self.source.poll, POLL_MAX, POLL_WAIT_S)
             if not messages:
                 continue
-            events: list[RoutedEvent] = []
-            for message in messages:
-                try:
-                    events.append(routed_event(message.value()))
-                except ValueError as exc:
-                    metrics.UNDECODABLE.inc()
-                    log.warning(
-                        "undecodable event skipped",
-                        extra={
-                            "evt": "event_undecodable",
-                            "error": str(exc),
-                            "partition": message.partition(),
-                            "offset": message.offset(),
-                        },
-                    )
+            polled_at, polled = datetime.now(UTC), time.perf_counter()
+            events = _decoded(messages)
             await self._until_stored(functools.partial(self._record, events))
             # Only now: a crash before this line re-reads the batch, whose deliveries are stored.
-            await asyncio.to_thread(self.source.commit, messages)
+            # (Asynchronous, the commit only queues a request: no thread hop needed.)
+            self.source.commit(messages)
+            if events and log.isEnabledFor(logging.DEBUG):
+                oldest = (polled_at - min(e.time for e in events)).total_seconds()
+                log.debug(
+                    "events recorded",
+                    extra={
+                        "evt": "events_recorded",
+                        "events": len(events),
+                        "oldest_at_poll_ms": round(oldest * 1000, 1),
+                        "duration_ms": round((time.perf_counter() - polled) * 1000, 2),
+                    },
+                )
 
     async def _record(self, events: list[RoutedEvent]) -> None:
         written, heads = await self.db.record_events(events)
@@ -115,6 +137,8 @@ class Notifier:
             return
         known = {d.id for d in self._buffer}
         self._buffer += [h for h in heads if h.id not in known and h.id not in self._in_flight]
+        if self._dispatching:
+            self._start_buffered()  # now, not after the dispatch loop's next wake-up
         self._slot_free.set()
 
     async def _until_stored(self, write: Callable[[], Awaitable[T]]) -> T:
@@ -139,6 +163,7 @@ class Notifier:
                 await asyncio.wait_for(self.stopping.wait(), 5)
             if self.stopping.is_set():
                 return
+        self._dispatching = True
         log.info("dispatcher started", extra={"evt": "dispatcher_started"})
         fetched_at = 0.0
         while not self.stopping.is_set():
@@ -170,9 +195,12 @@ class Notifier:
         if room <= 0:
             return
         asked = time.perf_counter()
+        self._stored_during_fetch = set()
         fetched = await self.db.due(
             list(self._in_flight), self._busy_endpoints(), min(room, FETCH_MAX)
         )
+        # A delivery whose attempt was stored while the query ran may be in its (older) view.
+        fetched = [d for d in fetched if d.id not in self._stored_during_fetch]
         # Heads offered while the query ran stay; the query's own view comes first (oldest due).
         known = {d.id for d in fetched}
         self._buffer = fetched + [d for d in self._buffer if d.id not in known]
@@ -288,6 +316,7 @@ class Notifier:
             )
             for attempt in batch:
                 self._in_flight.pop(attempt.delivery_id, None)
+                self._stored_during_fetch.add(attempt.delivery_id)
             for endpoint in disabled:
                 metrics.ENDPOINTS_DISABLED.inc()
                 log.warning(

@@ -9,29 +9,33 @@ from __future__ import annotations
 # events, recording attempts, recover. Serialised, an insert always sees a head that just finished.
 LOCK_HEADS = "SELECT pg_advisory_xact_lock(1248622345)"
 
-ENDPOINTS_OF_RESTAURANTS = """
-SELECT id, restaurant_id, event_types, status
-FROM webhook_endpoints
-WHERE restaurant_id = ANY(%(restaurants)s)
-"""
+# Batches are columns of arrays, sent in binary (%b): in text form every element is quoted and
+# escaped in Python, which held the event loop for ms per batch (JSON bodies are full of quotes).
 
+# A batch of events, a delivery per (event, endpoint of its restaurant that wants its type); a
+# disabled endpoint's are kept held (for recover). One statement: the endpoints are read under
+# LOCK_HEADS, in the transaction's round trip. Already recorded (a batch re-read): left as is.
 RECORD_DELIVERIES = """
+WITH events AS (
+    SELECT * FROM unnest(
+        %(restaurant_ids)b::uuid[], %(event_ids)b::text[], %(event_types)b::text[],
+        %(order_ids)b::uuid[], %(versions)b::int[], %(bodies)b::bytea[],
+        %(event_times)b::timestamptz[]
+    ) AS ev (restaurant_id, event_id, event_type, order_id, version, body, event_time)
+)
 INSERT INTO webhook_deliveries
     (endpoint_id, restaurant_id, event_id, event_type, order_id, version, body, event_time, status)
-SELECT * FROM unnest(
-    %(endpoint_ids)s::uuid[], %(restaurant_ids)s::uuid[], %(event_ids)s::text[],
-    %(event_types)s::text[], %(order_ids)s::uuid[], %(versions)s::int[], %(bodies)s::bytea[],
-    %(event_times)s::timestamptz[], %(statuses)s::text[]
-)
+SELECT e.id, ev.restaurant_id, ev.event_id, ev.event_type, ev.order_id, ev.version, ev.body,
+       ev.event_time, CASE WHEN e.status = 'enabled' THEN 'waiting' ELSE 'held' END
+FROM events AS ev
+JOIN webhook_endpoints AS e ON e.restaurant_id = ev.restaurant_id
+WHERE e.event_types IS NULL OR cardinality(e.event_types) = 0 OR ev.event_type = ANY(e.event_types)
 ON CONFLICT (endpoint_id, event_id) DO NOTHING
 """
 
 # Of each given (endpoint, order) without a pending head, the lowest waiting version becomes it;
 # returned with what sending it needs, so the dispatcher can start it without asking again.
-PROMOTE_HEADS = """
-WITH pairs AS (
-    SELECT DISTINCT endpoint_id, order_id
-    FROM unnest(%(endpoint_ids)s::uuid[], %(order_ids)s::uuid[]) AS p (endpoint_id, order_id)
+_PROMOTE_PAIRS = """
 ), heads AS (
     SELECT (
         SELECT w.id FROM webhook_deliveries AS w
@@ -56,6 +60,24 @@ RETURNING d.id, d.endpoint_id, d.event_id, d.order_id, d.version, d.body, d.atte
           e.status AS endpoint_status
 """
 
+PROMOTE_HEADS = (
+    """
+WITH pairs AS (
+    SELECT DISTINCT endpoint_id, order_id
+    FROM unnest(%(endpoint_ids)b::uuid[], %(order_ids)b::uuid[]) AS p (endpoint_id, order_id)"""
+    + _PROMOTE_PAIRS
+)
+
+# The same for the orders of a batch of events: every endpoint of the order's restaurant.
+PROMOTE_HEADS_OF_ORDERS = (
+    """
+WITH pairs AS (
+    SELECT DISTINCT e.id AS endpoint_id, o.order_id
+    FROM unnest(%(restaurant_ids)b::uuid[], %(order_ids)b::uuid[]) AS o (restaurant_id, order_id)
+    JOIN webhook_endpoints AS e ON e.restaurant_id = o.restaurant_id"""
+    + _PROMOTE_PAIRS
+)
+
 # Heads due now, oldest first; not those in flight, nor of endpoints whose host has no room.
 DUE_DELIVERIES = """
 SELECT d.id, d.endpoint_id, d.event_id, d.order_id, d.version, d.body, d.attempts, d.event_time,
@@ -79,8 +101,8 @@ INSERT INTO webhook_attempts
 SELECT d.id, d.endpoint_id, d.restaurant_id, d.event_id, d.order_id, a.attempted_at,
        a.status_code, a.latency_ms, a.error, a.next_retry_at
 FROM unnest(
-    %(delivery_ids)s::bigint[], %(attempted_ats)s::timestamptz[], %(status_codes)s::int[],
-    %(latencies)s::float8[], %(errors)s::text[], %(next_retry_ats)s::timestamptz[]
+    %(delivery_ids)b::bigint[], %(attempted_ats)b::timestamptz[], %(status_codes)b::int[],
+    %(latencies)b::float8[], %(errors)b::text[], %(next_retry_ats)b::timestamptz[]
 ) AS a (delivery_id, attempted_at, status_code, latency_ms, error, next_retry_at)
 JOIN webhook_deliveries AS d ON d.id = a.delivery_id
 """
@@ -93,8 +115,8 @@ SET status = CASE WHEN d.status = 'held' AND a.status = 'pending' THEN 'held' EL
     next_attempt_at = coalesce(a.next_retry_at, d.next_attempt_at),
     delivered_at = CASE WHEN a.status = 'delivered' THEN a.attempted_at END
 FROM unnest(
-    %(delivery_ids)s::bigint[], %(statuses)s::text[], %(attempted_ats)s::timestamptz[],
-    %(next_retry_ats)s::timestamptz[]
+    %(delivery_ids)b::bigint[], %(statuses)b::text[], %(attempted_ats)b::timestamptz[],
+    %(next_retry_ats)b::timestamptz[]
 ) AS a (delivery_id, status, attempted_at, next_retry_at)
 WHERE d.id = a.delivery_id AND d.status IN ('pending', 'held')
 """

@@ -16,7 +16,7 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import heatmap, stat, table, timeseries
 from grafana_foundation_sdk.builders import prometheus as prom
-from grafana_foundation_sdk.builders.common import ReduceDataOptions
+from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig, ReduceDataOptions
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -34,7 +34,13 @@ OUTPUT = (
     Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "orderstatus.json"
 )
 RATE = "$__rate_interval"
+DASHED_LINE = GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.DASHED)
+"""A time series' threshold (an alert's or a target's) drawn as a dashed line."""
 TOP_RESTAURANTS = 10
+WEBHOOKS = "orderstatus_webhook"
+"""The notifier's metrics (services/notifier/metrics.py, docs/webhooks.md)."""
+FIRST_ATTEMPT_TARGET_S = 0.1
+"""Issue 12's target: event commit -> first delivery attempt p95 within 100 ms."""
 FIGURES = "orderstatus_figures"
 """The figures app's metrics (services/figures/metrics.py): one `restaurant` label per busy
 restaurant, the rest as restaurant="other"."""
@@ -123,8 +129,8 @@ def build() -> db.Dashboard:
         .uid(UID)
         .tags(["orderstatus", "runbook"])
         .description(
-            "The runbook's SLOs, throughput, outcomes, latency, per-restaurant figures and the "
-            "Kafka pipeline."
+            "The runbook's SLOs, throughput, outcomes, latency, per-restaurant figures, the "
+            "Kafka pipeline and webhooks."
         )
         .refresh("10s")
         .time("now-1h", "now")
@@ -136,7 +142,8 @@ def build() -> db.Dashboard:
             .target_blank(True)
         )
     )
-    for row in (_slo_row, _throughput_row, _latency_row, _figures_row, _pipeline_row):
+    rows = (_slo_row, _throughput_row, _latency_row, _figures_row, _pipeline_row, _webhooks_row)
+    for row in rows:
         dashboard = row(dashboard)
     return dashboard
 
@@ -319,6 +326,65 @@ def _pipeline_row(dashboard: db.Dashboard) -> db.Dashboard:
                 ),
                 span=8,
             )
+        )
+    )
+
+
+def _webhooks_row(dashboard: db.Dashboard) -> db.Dashboard:
+    first_attempt = f"{WEBHOOKS}_first_attempt_seconds_bucket"
+    return (
+        dashboard.with_row(db.Row("Webhooks (notifier, docs/webhooks.md)"))
+        .with_panel(
+            series(
+                "Webhook deliveries finished per second, by result",
+                "ops",
+                promql(
+                    f"sum by (result) (rate({WEBHOOKS}_deliveries_total[{RATE}]))", "{{result}}"
+                ),
+                span=8,
+            ).description("delivered, failed (retries used up), disabled (410 or failing too long)")
+        )
+        .with_panel(
+            series(
+                "Webhook attempts per second, by result",
+                "ops",
+                promql(f"sum by (result) (rate({WEBHOOKS}_attempts_total[{RATE}]))", "{{result}}"),
+                span=8,
+            ).description("Every attempt, retries included; the failing ones say how.")
+        )
+        .with_panel(
+            series(
+                "Webhook backlog: pending and retrying deliveries",
+                "short",
+                promql(f"sum({WEBHOOKS}_pending)", "pending (not delivered nor given up)", "A"),
+                promql(f"sum({WEBHOOKS}_retry_backlog)", "retrying (failed at least once)", "B"),
+                span=8,
+            )
+        )
+        .with_panel(
+            series(
+                "Oldest undelivered webhook",
+                "s",
+                promql(f"max({WEBHOOKS}_oldest_undelivered_seconds)", "oldest pending event age"),
+                span=12,
+            )
+            .description("Alert WebhookDeliveriesDelayed above 15 minutes.")
+            .thresholds(steps((None, "green"), (900, "red")))
+            .thresholds_style(DASHED_LINE)
+        )
+        .with_panel(
+            series(
+                "Event applied -> first delivery attempt p95",
+                "s",
+                promql(
+                    f"histogram_quantile(0.95, sum by (le) (rate({first_attempt}[{RATE}])))",
+                    "first attempt p95",
+                ),
+                span=12,
+            )
+            .description(f"Target (issue 12): p95 within {FIRST_ATTEMPT_TARGET_S * 1000:.0f} ms.")
+            .thresholds(steps((None, "green"), (FIRST_ATTEMPT_TARGET_S, "red")))
+            .thresholds_style(DASHED_LINE)
         )
     )
 

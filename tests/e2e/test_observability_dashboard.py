@@ -1,5 +1,6 @@
 """Every Grafana dashboard query and every recording rule returns data from a real Prometheus
-scraping the running API and worker after demo load (plus a 409 and a 403)."""
+scraping the running API, worker, figures app and webhook notifier after demo load (plus a 409, a
+403, and webhooks delivered to a receiver registered for one restaurant)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.observability_stack import (
 )
 from tests.stack import Tokens
 from tests.tools import needs_tool
+from tests.webhooks import Receiver, running_receiver, wait_until
 
 pytestmark = needs_tool(PROMETHEUS, "prometheus")
 
@@ -35,11 +37,21 @@ RATE_INTERVAL = "1m"
 
 @pytest.fixture(scope="module")
 def loaded(base_settings: Settings, log_dir: Path) -> Iterator[ObservedStack]:
-    with observed_stack(base_settings, log_dir, figures=True) as stack:
+    receiver = Receiver()
+    with (
+        observed_stack(base_settings, log_dir, figures=True, notifier=True) as stack,
+        running_receiver(receiver) as receiver_url,
+    ):
         assert run_demo(stack.settings, stack.url, terminals=3, orders=2) == 0
         tokens = Tokens(stack.settings)
         restaurant = uuid.uuid4()
         with httpx.Client(base_url=stack.url, timeout=15) as api:
+            endpoint = api.post(
+                "/webhooks/endpoints",
+                json={"restaurant_id": str(restaurant), "url": receiver_url},
+                headers=tokens.headers(restaurant),
+            )
+            assert endpoint.status_code == 201, endpoint.text
             order = api.post(
                 "/orders",
                 json={"restaurant_id": str(restaurant)},
@@ -53,6 +65,8 @@ def loaded(base_settings: Settings, log_dir: Path) -> Iterator[ObservedStack]:
             assert (
                 api.patch(path, json={"status": "preparing"}, headers=stranger).status_code == 403
             )
+        # The order's two changes reach the receiver: the webhook panels have deliveries to show.
+        wait_until(lambda: len(receiver.ok_events()) >= 2, 60, "webhooks delivered")
         yield stack
 
 
