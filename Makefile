@@ -108,6 +108,7 @@ bench: migrate ## Project vs direct-PostgreSQL baseline, <= 15 min; writes docs/
 	$(LOCAL)/bench-tools.sh install
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.signing
+	$(BIN)/python -m bench.notifier --events 10000 --rate 500 --seconds 20
 
 dashboards: $(VENV)/.installed ## Regenerate deploy/grafana/dashboards from services/observability/dashboard.py
 	$(BIN)/python -m services.observability.dashboard
