@@ -71,7 +71,10 @@ async def _serve_connection(
 
 async def start_receiver(handler: Handler, host: str, port: int) -> asyncio.Server:
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _serve_connection(handler, reader, writer)
+        # A kept-alive connection cancelled when the receiver shuts down ends here: asyncio's
+        # stream callback would otherwise print the cancellation as an error (Python 3.11).
+        with contextlib.suppress(asyncio.CancelledError):
+            await _serve_connection(handler, reader, writer)
 
     return await asyncio.start_server(on_connection, host, port, backlog=1024)
 
