@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.core.kafka_config import worker_consumer as consumer_config
+from services.core.kafka_config import worker_producer as producer_config
 from services.core.settings import Settings
-from services.status_worker.kafka import consumer_config, producer_config
 
-PLAIN: dict[str, Any] = {"kafka_bootstrap_servers": "127.0.0.1:19092"}
+PLAIN: dict[str, Any] = {
+    "kafka_bootstrap_servers": "127.0.0.1:19092",
+    "kafka_security_protocol": "PLAINTEXT",
+}
 
 
 def test_consumer_config_at_the_defaults() -> None:
