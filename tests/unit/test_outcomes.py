@@ -54,11 +54,11 @@ def test_the_names_in_use_are_unchanged() -> None:
 
 
 def test_the_views_are_derived_from_the_table() -> None:
-    assert OUTCOME_OF_EVENT == {
+    assert {
         **{n.evt: n.metric for n in OUTCOME_NAMES.values()},
         UNAVAILABLE_EVENT: "unavailable",
         TIMEOUT_EVENT: "timeout",
-    }
+    } == OUTCOME_OF_EVENT
     assert sentry.MESSAGE_OF_EVENT == {
         "order_status_conflict": "order-status-conflict",
         "order_status_forbidden": "order-status-forbidden",
