@@ -40,7 +40,8 @@ def outcome_count(settings: Settings) -> int:
 def test_the_worker_pauses_while_postgres_is_unreachable_and_resumes_in_order(
     fresh: Settings, log_dir: Path
 ) -> None:
-    host, port = "127.0.0.1", int(psycopg.conninfo.conninfo_to_dict(fresh.database_url)["port"])
+    host = "127.0.0.1"
+    port = int(str(psycopg.conninfo.conninfo_to_dict(fresh.database_url)["port"]))
     proxy = TcpProxy(host, port)
     through_proxy = psycopg.conninfo.make_conninfo(fresh.database_url, port=proxy.port)
     worker = ServiceProcess(
@@ -147,7 +148,7 @@ def _has_share(worker: ServiceProcess) -> bool:
 def test_the_api_answers_503_not_500_while_postgres_is_unreachable(
     fresh: Settings, log_dir: Path
 ) -> None:
-    port = int(psycopg.conninfo.conninfo_to_dict(fresh.database_url)["port"])
+    port = int(str(psycopg.conninfo.conninfo_to_dict(fresh.database_url)["port"]))
     proxy = TcpProxy("127.0.0.1", port)
     through_proxy = psycopg.conninfo.make_conninfo(fresh.database_url, port=proxy.port)
     api = ServiceProcess("api", fresh, log_dir, database_url=through_proxy).start()
