@@ -508,3 +508,37 @@ def test_when_a_transaction_fails_the_batch_after_it_is_redone_after_it() -> Non
     worker.process([message_of(create(), 12), message_of(create(), 3, partition=1)])
     assert sorted(consumer.seeks) == [(TOPIC, 0, 10)]  # partition 1 is not this worker's
     assert publisher.transactions == []
+
+
+def test_a_poll_is_split_into_batches_and_a_rewind_covers_the_rest_of_the_poll() -> None:
+    consumer, repository = FakeConsumer(), FakeRepository()
+    worker = pipeline(repository, FakePublisher(aborts=True), consumer, FakeTrips())
+    worker.source.batch_max = 1
+    worker.source.assigned.add((TOPIC, 1))
+    commands = [create(), create(), create()]
+    polled = [message_of(commands[0], 4), message_of(commands[1], 5), message_of(commands[2], 3, 1)]
+    worker.process_poll(polled)
+    # The first transaction failed: both its batch and everything polled after it go back.
+    assert sorted(consumer.seeks) == [(TOPIC, 0, 4), (TOPIC, 1, 3)]
+    assert commands[2].command_id not in repository.inbox  # not applied after the rewind
+    assert worker.in_flight is None
+
+
+def test_nothing_is_in_flight_when_the_next_poll_may_run_a_rebalance() -> None:
+    consumer, publisher = FakeConsumer(committed={(TOPIC, 0): 3}), FakePublisher()
+    worker = pipeline(FakeRepository(), publisher, consumer, FakeTrips())
+    worker.source.batch_max = 1
+    polls: list[bool] = []
+    consumer.queue = [message_of(create(), offset) for offset in range(3)]
+    real_poll = worker.source.poll
+
+    def poll(limit: int | None = None) -> list[Message]:
+        polls.append(worker.in_flight is None)
+        if not consumer.queue:
+            worker.stop.set()
+        return real_poll(limit)
+
+    worker.source.poll = poll  # type: ignore[method-assign]
+    worker.source.subscribe = lambda: None  # type: ignore[method-assign]
+    worker.run()
+    assert len(publisher.transactions) == 3 and all(polls)
