@@ -219,8 +219,10 @@ class Settings(BaseSettings):
     )
     worker_pipelined: bool = Field(
         False,
-        description="Overlap batch N's Kafka transaction with batch N+1's database work. Off: a "
-        "full `make chaos` run found batches redone after a rebalance with it (docs/performance.md)",
+        description="Overlap batch N's Kafka transaction with batch N+1's database work (up to "
+        "four batches per poll; the last is settled before the next poll, where rebalances run). "
+        "Off until a full `make chaos` passes with it: the last one found batches redone after a "
+        "rebalance (docs/delivery-guarantees.md), and the revoke stall found since is fixed",
     )
     worker_dead_letter_window: int = Field(
         200, description="Messages the dead-letter guard looks back over"

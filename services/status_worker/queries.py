@@ -43,8 +43,8 @@ INSERT INTO command_outcomes
     (command_id, order_id, restaurant_id, command_type, outcome, result, event,
      source_partition, source_offset, actor_sub, actor_role, failure, command, created_at)
 VALUES (%(command_id)s, %(order_id)s, %(restaurant_id)s, %(command_type)s, %(outcome)s,
-        %(result)s, %(event)s, %(partition)s, %(offset)s, %(actor_sub)s, %(actor_role)s,
-        %(failure)s, %(command)s, %(now)s)
+        %(result)s, %(event)s, %(source_partition)s, %(source_offset)s, %(actor_sub)s,
+        %(actor_role)s, %(failure)s, %(command)s, %(now)s)
 """
 
 # An undecodable command's `invalid` outcome: every redo of its batch decodes it to the same.
@@ -60,6 +60,72 @@ ON CONFLICT (command_id) DO NOTHING
 INSERT_WIDGET_EVENT: LiteralString = """
 INSERT INTO widget_events (type, restaurant_id, order_id, command_id, payload, created_at)
 VALUES (%(type)s, %(restaurant_id)s, %(order_id)s, %(command_id)s, %(payload)s, %(now)s)
+"""
+
+# ---- a batch, one statement per table for each caller (bulk.py); as the caller unless noted ----
+
+# Row-level security hides what the caller may not act for; ordered by id, so two lockers of the
+# same orders wait for each other instead of deadlocking.
+LOCK_ORDERS: LiteralString = """
+SELECT id, restaurant_id, status, version, updated_at FROM orders
+WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE
+"""
+
+# Which of the ids exist at all, seen or not (order_exists(): SECURITY DEFINER).
+ORDERS_EXISTING: LiteralString = """
+SELECT id FROM unnest(%(ids)s::uuid[]) AS u(id) WHERE public.order_exists(id)
+"""
+
+# The insert policy's expression for each restaurant the caller's creates name.
+MAY_ACT_FOR_EACH: LiteralString = """
+SELECT r AS restaurant_id, public.caller_may_act_for(r) AS may_act
+FROM unnest(%(restaurant_ids)s::uuid[]) AS r
+"""
+
+INSERT_ORDERS: LiteralString = """
+INSERT INTO orders (id, restaurant_id, status, version, created_at, updated_at)
+SELECT id, restaurant_id, status, version, %(now)s, %(now)s
+FROM unnest(%(order_id)s::uuid[], %(restaurant_id)s::uuid[], %(status)s::text[],
+            %(version)s::int[]) AS u(id, restaurant_id, status, version)
+"""
+
+UPDATE_ORDERS: LiteralString = """
+UPDATE orders AS o SET status = u.status, version = u.version, updated_at = %(now)s
+FROM unnest(%(order_id)s::uuid[], %(status)s::text[], %(version)s::int[],
+            %(previous_version)s::int[]) AS u(id, status, version, previous_version)
+WHERE o.id = u.id AND o.version = u.previous_version
+RETURNING o.id
+"""
+
+INSERT_STATUS_EVENTS: LiteralString = """
+INSERT INTO order_status_events
+    (order_id, restaurant_id, from_status, to_status, version, command_id, actor, reason, created_at)
+SELECT order_id, restaurant_id, from_status, to_status, version, command_id, actor, reason, %(now)s
+FROM unnest(%(order_id)s::uuid[], %(restaurant_id)s::uuid[], %(from_status)s::text[],
+            %(to_status)s::text[], %(version)s::int[], %(command_id)s::uuid[], %(actor)s::text[],
+            %(reason)s::text[])
+    AS u(order_id, restaurant_id, from_status, to_status, version, command_id, actor, reason)
+"""
+
+# As the worker itself: the batch's inbox rows and analytics events.
+INSERT_OUTCOMES: LiteralString = """
+INSERT INTO command_outcomes
+    (command_id, order_id, restaurant_id, command_type, outcome, result, event,
+     source_partition, source_offset, actor_sub, actor_role, failure, command, created_at)
+SELECT command_id, order_id, restaurant_id, command_type, outcome, result, event,
+       source_partition, source_offset, actor_sub, actor_role, failure, command, %(now)s
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+    AS u(command_id uuid, order_id uuid, restaurant_id uuid, command_type text, outcome text,
+         result jsonb, event jsonb, source_partition integer, source_offset bigint,
+         actor_sub text, actor_role text, failure text, command jsonb)
+"""
+
+INSERT_WIDGET_EVENTS: LiteralString = """
+INSERT INTO widget_events (type, restaurant_id, order_id, command_id, payload, created_at)
+SELECT type, restaurant_id, order_id, command_id, payload, %(now)s
+FROM unnest(%(type)s::text[], %(restaurant_id)s::uuid[], %(order_id)s::uuid[],
+            %(command_id)s::uuid[], %(payload)s::jsonb[])
+    AS u(type, restaurant_id, order_id, command_id, payload)
 """
 
 PING: LiteralString = "SELECT 1"

@@ -21,6 +21,7 @@ from services.core.results import restaurant_of
 from services.core.statuses import OrderStatus
 from services.status_worker import queries
 from services.status_worker.batch import DeadLetter, Incoming, Processed
+from services.status_worker.bulk import Sightings, Writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +69,7 @@ class Repository:
         rows = locked.fetchall()
         may_create = bool(allowed.fetchall()[0]["may_act"]) if allowed is not None else False
         if rows:
-            row = rows[0]
-            state = OrderState(
-                row["id"],
-                row["restaurant_id"],
-                OrderStatus(row["status"]),
-                row["version"],
-                row["updated_at"],
-            )
-            return Sighting(state, may_create)
+            return Sighting(state_of(rows[0]), may_create)
         exists = exists or self._send(queries.ORDER_EXISTS, {"order_id": order_id})
         found = exists.fetchall()
         return Sighting(HIDDEN if found and found[0]["order_exists"] else None, may_create)
@@ -115,21 +108,8 @@ class Repository:
         return lambda: len(updated.fetchall())  # RETURNING: a count pipeline mode also gives
 
     def insert_status_event(self, command: ChangeStatus, decision: Decision, now: datetime) -> None:
-        order, change = decision.order, decision.change
-        assert order is not None and change is not None
         self.conn.execute(
-            queries.INSERT_STATUS_EVENT,
-            {
-                "order_id": order.order_id,
-                "restaurant_id": order.restaurant_id,
-                "from_status": change.from_status.value if change.from_status else None,
-                "to_status": change.to_status.value,
-                "version": change.version,
-                "command_id": command.command_id,
-                "actor": command.actor.sub,
-                "reason": command.reason,
-                "now": now,
-            },
+            queries.INSERT_STATUS_EVENT, {**status_event_row(command, decision), "now": now}
         )
 
     def record_analytics(
@@ -139,49 +119,55 @@ class Repository:
         decision: Decision,
         now: datetime,
     ) -> None:
-        order = decision.order
-        payload = {
-            "conflict": decision.conflict.value if decision.conflict else None,
-            "requested": getattr(command, "status", None),
-            "current_status": order.status.value if order else None,
-            "actor": command.actor.sub,
-            "actor_role": command.actor.role.value,
-        }
-        self.conn.execute(
-            queries.INSERT_WIDGET_EVENT,
-            {
-                "type": analytics_type,
-                "restaurant_id": restaurant_of(command, decision.order),
-                "order_id": command.order_id,
-                "command_id": command.command_id,
-                "payload": Jsonb(payload),
-                "now": now,
-            },
-        )
+        row = analytics_row(analytics_type, command, decision)
+        self.conn.execute(queries.INSERT_WIDGET_EVENT, {**row, "now": now})
 
     def record_outcome(self, item: Incoming, processed: Processed, now: datetime) -> None:
         """The inbox row: a refused command keeps its reason and the command itself."""
-        command, result, event = item.command, processed.result, processed.event
-        failed = processed.failure is not None
-        self.conn.execute(
-            queries.INSERT_OUTCOME,
-            {
-                "command_id": command.command_id,
-                "order_id": command.order_id,
-                "restaurant_id": restaurant_of(command, result.order),
-                "command_type": command.type,
-                "outcome": result.outcome.value,
-                "result": Jsonb(result.model_dump(mode="json")),
-                "event": Jsonb(event.model_dump(mode="json")) if event else None,
-                "partition": item.partition,
-                "offset": item.offset,
-                "actor_sub": command.actor.sub,
-                "actor_role": command.actor.role.value,
-                "failure": processed.failure,
-                "command": Jsonb(command.model_dump(mode="json")) if failed else None,
-                "now": now,
-            },
-        )
+        self.conn.execute(queries.INSERT_OUTCOME, {**outcome_row(item, processed), "now": now})
+
+    # ---- a batch's writes, one statement per table (bulk.py) ----------------------------------
+
+    def sightings(self, order_ids: list[UUID], creating_for: list[UUID]) -> Sightings:
+        """`lookup` for many orders at once, in one round trip (pipeline mode)."""
+        locked = self._send(queries.LOCK_ORDERS, {"ids": order_ids})
+        existing = self._send(queries.ORDERS_EXISTING, {"ids": order_ids})
+        allowed = None
+        if creating_for:
+            allowed = self._send(queries.MAY_ACT_FOR_EACH, {"restaurant_ids": creating_for})
+        visible = {row["id"]: state_of(row) for row in locked.fetchall()}
+        found = frozenset(row["id"] for row in existing.fetchall())
+        rows = allowed.fetchall() if allowed is not None else []
+        return Sightings(visible, found, {r["restaurant_id"]: bool(r["may_act"]) for r in rows})
+
+    def write_changes(self, writes: Writes, now: datetime) -> Callable[[], None]:
+        """Creates, updates and history rows of one group; returns the check of the update's row
+        count, to call once the pipeline synced (raises CommandFailed)."""
+        if writes.created:
+            created = [order_row(order) for order in writes.created]
+            self.conn.execute(queries.INSERT_ORDERS, {**transposed(created), "now": now})
+        expected = len(writes.updated)
+        updated = None
+        if expected:
+            rows = [
+                {**order_row(order), "previous_version": before}
+                for order, before in writes.updated.values()
+            ]
+            updated = self.conn.execute(queries.UPDATE_ORDERS, {**transposed(rows), "now": now})
+        if writes.changes:
+            events = [status_event_row(command, decision) for command, decision in writes.changes]
+            self.conn.execute(queries.INSERT_STATUS_EVENTS, {**transposed(events), "now": now})
+        return lambda: _matched(len(updated.fetchall()) if updated else 0, expected)
+
+    def record_outcomes(self, done: list[tuple[Incoming, Processed]], now: datetime) -> None:
+        """The batch's inbox rows, as one JSON document: far cheaper to send than arrays of jsonb."""
+        if done:
+            rows = [outcome_document(item, processed) for item, processed in done]
+            self.conn.execute(queries.INSERT_OUTCOMES, {"rows": Jsonb(rows), "now": now})
+
+    def record_analytics_rows(self, rows: list[dict[str, Any]], now: datetime) -> None:
+        if rows:
+            self.conn.execute(queries.INSERT_WIDGET_EVENTS, {**transposed(rows), "now": now})
 
     def record_invalid(self, letter: DeadLetter, now: datetime) -> None:
         """An undecodable command's `invalid` outcome, readable by its issuer when known."""
@@ -202,6 +188,104 @@ class Repository:
                 "now": now,
             },
         )
+
+
+class CommandFailed(Exception):
+    """A command the database refused for a reason that retrying will not cure."""
+
+
+def matched_one(matched: int) -> None:
+    _matched(matched, 1)
+
+
+def _matched(matched: int, expected: int) -> None:
+    if matched != expected:
+        # The rows were locked as the caller, so this means a policy or a concurrent writer
+        # outside the worker interfered: never report an update that did not happen.
+        raise CommandFailed(f"update of {expected} orders matched {matched} rows")
+
+
+def state_of(row: DictRow) -> OrderState:
+    status = OrderStatus(row["status"])
+    return OrderState(row["id"], row["restaurant_id"], status, row["version"], row["updated_at"])
+
+
+def transposed(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as one list per column: the parameters of an `unnest(...)` statement."""
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+def order_row(order: OrderState) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "restaurant_id": order.restaurant_id,
+        "status": order.status.value,
+        "version": order.version,
+    }
+
+
+def status_event_row(command: ChangeStatus, decision: Decision) -> dict[str, Any]:
+    order, change = decision.order, decision.change
+    assert order is not None and change is not None
+    return {
+        "order_id": order.order_id,
+        "restaurant_id": order.restaurant_id,
+        "from_status": change.from_status.value if change.from_status else None,
+        "to_status": change.to_status.value,
+        "version": change.version,
+        "command_id": command.command_id,
+        "actor": command.actor.sub,
+        "reason": command.reason,
+    }
+
+
+def analytics_row(
+    analytics_type: str, command: CreateOrder | ChangeStatus, decision: Decision
+) -> dict[str, Any]:
+    order = decision.order
+    payload = {
+        "conflict": decision.conflict.value if decision.conflict else None,
+        "requested": getattr(command, "status", None),
+        "current_status": order.status.value if order else None,
+        "actor": command.actor.sub,
+        "actor_role": command.actor.role.value,
+    }
+    return {
+        "type": analytics_type,
+        "restaurant_id": restaurant_of(command, decision.order),
+        "order_id": command.order_id,
+        "command_id": command.command_id,
+        "payload": Jsonb(payload),
+    }
+
+
+def outcome_document(item: Incoming, processed: Processed) -> dict[str, Any]:
+    """An inbox row as JSON values: a refused command keeps its reason and the command itself."""
+    command, result, event = item.command, processed.result, processed.event
+    restaurant_id = restaurant_of(command, result.order)
+    return {
+        "command_id": str(command.command_id),
+        "order_id": str(command.order_id),
+        "restaurant_id": str(restaurant_id) if restaurant_id else None,
+        "command_type": command.type,
+        "outcome": result.outcome.value,
+        "result": result.model_dump(mode="json"),
+        "event": event.model_dump(mode="json") if event else None,
+        "source_partition": item.partition,
+        "source_offset": item.offset,
+        "actor_sub": command.actor.sub,
+        "actor_role": command.actor.role.value,
+        "failure": processed.failure,
+        "command": command.model_dump(mode="json") if processed.failure is not None else None,
+    }
+
+
+def outcome_row(item: Incoming, processed: Processed) -> dict[str, Any]:
+    """outcome_document as statement parameters."""
+    row = outcome_document(item, processed)
+    for name in ("result", "event", "command"):
+        row[name] = Jsonb(row[name]) if row[name] is not None else None
+    return row
 
 
 class GuardTrips:

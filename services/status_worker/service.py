@@ -9,32 +9,36 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import psycopg
 
 from services.core.decision import Decision, decide
 from services.core.messages import ChangeStatus, CreateOrder, Outcome
+from services.core.outcomes import OUTCOME_NAMES
 from services.core.results import event_of, result_of
 from services.status_worker.batch import DeadLetter, Incoming, Processed
+from services.status_worker.bulk import FORBIDDEN_CREATE, first_copies, fold, plan
 from services.status_worker.db import UnitOfWork
-from services.status_worker.repository import Sighting
+from services.status_worker.repository import (
+    Sighting,
+    analytics_row,
+    matched_one,
+)
 
 log = logging.getLogger(__name__)
 
 ANALYTICS_TYPES = {
-    Outcome.CONFLICT: "order_status_conflict",
-    Outcome.FORBIDDEN: "order_status_forbidden",
+    outcome: OUTCOME_NAMES[outcome].evt for outcome in (Outcome.CONFLICT, Outcome.FORBIDDEN)
 }
+"""Refusals kept in widget_events for the figures, typed by the outcome's evt."""
+ERROR_EVT = OUTCOME_NAMES[Outcome.ERROR].evt
 
 # SQLSTATE classes that depend on one command's data: data exceptions, integrity violations and
 # errors raised by PL/pgSQL. Anything else (connection, privileges, missing schema, resources,
 # deadlocks) concerns the whole system: the batch waits and is retried, no command is failed for it.
 COMMAND_ERROR_CLASSES = ("22", "23", "P0")
-
-
-class CommandFailed(Exception):
-    """A command the database refused for a reason that retrying will not cure."""
 
 
 def refuses_only_this_command(exc: Exception) -> bool:
@@ -59,27 +63,64 @@ def apply_batch(
     invalid: Sequence[DeadLetter] = (),
 ) -> list[Processed]:
     """Applies `batch` in order in one transaction, and records the `invalid` outcomes of the
-    undecodable commands in `invalid`. Pipelined, a command costs one round trip (its lookup) and
-    the writes are checked once the batch has synced: any surprise fails the batch. With
-    `isolate`, each command runs in a savepoint with its writes checked at once, and one the
-    database refuses gets an `error` outcome instead of failing the batch."""
+    undecodable commands in `invalid`. Set-based (bulk.py): per caller, one round trip looks its
+    orders up and each table gets one statement; the writes are checked once the batch has synced,
+    and any surprise fails the batch. With `isolate`, each command runs in a savepoint with its
+    writes checked at once, and one the database refuses gets an `error` outcome instead of
+    failing the batch."""
     with uow:
         for letter in invalid:
             _record_invalid(uow, letter, now, isolate=isolate)
         stored = uow.repository.stored_outcomes([item.command.command_id for item in batch])
-        processed: list[Processed] = []
-        checks: list[Check] = []
-        with contextlib.nullcontext() if isolate else uow.pipeline():
-            for item in batch:
-                seen = stored.get(item.command.command_id)
-                if seen is None:
-                    seen = (
-                        apply_isolated(item, uow, now) if isolate else apply(item, uow, now, checks)
-                    )
-                    stored[item.command.command_id] = seen
-                processed.append(seen)
-        for check in checks:
-            check()
+        pending = [item for item in first_copies(batch) if item.command.command_id not in stored]
+        if isolate:
+            for item in pending:
+                stored[item.command.command_id] = apply_isolated(item, uow, now)
+        else:
+            stored.update(_apply_sets(uow, pending, now))
+        return [stored[item.command.command_id] for item in batch]
+
+
+def _apply_sets(uow: UnitOfWork, pending: list[Incoming], now: datetime) -> dict[UUID, Processed]:
+    """The set-based batch in the connection's pipeline: each caller's group as that caller, then
+    the commands on orders several callers touch one by one, then the inbox and analytics rows."""
+    groups, mixed = plan(pending)
+    done: dict[UUID, Processed] = {}
+    bookkeeping = Bookkeeping()
+    checks: list[Check] = []
+    with uow.pipeline():
+        for group in groups:
+            with uow.acting_as(group.actor):
+                sightings = uow.repository.sightings(group.order_ids(), group.creating_for())
+                decisions, writes = fold(group.items, sightings, now)
+                checks.append(uow.repository.write_changes(writes, now))
+            for item, decision in zip(group.items, decisions, strict=True):
+                done[item.command.command_id] = bookkeeping.add(item, decision, now)
+        uow.repository.record_outcomes(bookkeeping.outcomes, now)
+        uow.repository.record_analytics_rows(bookkeeping.analytics, now)
+        for item in mixed:
+            done[item.command.command_id] = apply(item, uow, now, checks)
+    for check in checks:
+        check()
+    return done
+
+
+class Bookkeeping:
+    """The inbox and analytics rows of a set-based batch, written once all groups are decided."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[tuple[Incoming, Processed]] = []
+        self.analytics: list[dict[str, Any]] = []
+
+    def add(self, item: Incoming, decision: Decision, now: datetime) -> Processed:
+        command = item.command
+        result = result_of(command, decision, now)
+        event = event_of(command, decision) if decision.applied else None
+        analytics = ANALYTICS_TYPES.get(decision.outcome)
+        if analytics is not None:
+            self.analytics.append(analytics_row(analytics, command, decision))
+        processed = Processed(result, event, (item.partition, item.offset))
+        self.outcomes.append((item, processed))
         return processed
 
 
@@ -119,7 +160,7 @@ def apply_isolated(item: Incoming, uow: UnitOfWork, now: datetime) -> Processed:
             raise
         log.error(
             "command could not be applied",
-            extra={"evt": "order_status_exception", "command_id": str(item.command.command_id)},
+            extra={"evt": ERROR_EVT, "command_id": str(item.command.command_id)},
             exc_info=True,
         )
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
@@ -140,7 +181,7 @@ def _record_invalid(uow: UnitOfWork, letter: DeadLetter, now: datetime, *, isola
     except Exception as exc:
         if not refuses_only_this_command(exc):
             raise
-        log.error("invalid outcome not recorded", extra={"evt": "order_status_exception"})
+        log.error("invalid outcome not recorded", extra={"evt": ERROR_EVT})
 
 
 def _write_as_permitted(
@@ -172,18 +213,8 @@ def _write_as_permitted(
         return decision
     matched = uow.repository.update_status(order, now)
     if checks is None:
-        _matched_one(order.order_id, matched())
+        matched_one(matched())
     else:
-        checks.append(lambda: _matched_one(order.order_id, matched()))
+        checks.append(lambda: matched_one(matched()))
     uow.repository.insert_status_event(command, decision, now)
     return decision
-
-
-FORBIDDEN_CREATE = Decision(Outcome.FORBIDDEN, detail="caller may not act for this restaurant")
-
-
-def _matched_one(order_id: UUID, matched: int) -> None:
-    if matched != 1:
-        # The row was locked above, so this means a policy or a concurrent writer outside the
-        # worker interfered: never report an update that did not happen.
-        raise CommandFailed(f"update of order {order_id} matched {matched} rows")

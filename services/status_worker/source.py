@@ -61,10 +61,10 @@ class CommandSource:
             },
         )
 
-    def poll(self, wait: bool = True) -> list[Message]:
-        """The next batch: what is already fetched, or (with `wait`) what arrives within the poll
-        timeout."""
-        messages = poll_batch(self.consumer, self.batch_max, POLL_TIMEOUT_S if wait else 0)
+    def poll(self, limit: int | None = None) -> list[Message]:
+        """The next batch (up to `limit` messages, batch_max by default): what arrives within the
+        poll timeout, and what else is already fetched."""
+        messages = poll_batch(self.consumer, limit or self.batch_max, POLL_TIMEOUT_S)
         return [m for m in messages if self._usable(m)]
 
     def _usable(self, message: Message) -> bool:

@@ -216,3 +216,39 @@ def test_a_redelivered_forbidden_command_is_answered_from_the_inbox(
     assert again[0].source == (0, 1)
     assert len(widget_events(admin, intrusion.command_id)) == 1
     assert order_row(admin, created.order_id) == (theirs, "pending", 1)
+
+
+def test_one_callers_commands_on_one_order_are_folded_into_one_write_per_table(
+    worker_conn: psycopg.Connection[Any], admin: psycopg.Connection[Any]
+) -> None:
+    """The set-based batch: each change sees the one before it, every change gets its history
+    row, and another caller's command in the same batch is still refused by the policies."""
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    alice, bob = staff_of(admin, mine), staff_of(admin, theirs)
+    ours, other = create(alice, mine), create(bob, theirs)
+    steps = [change(alice, ours.order_id, s) for s in ("accepted", "preparing", "ready")]
+    outcomes = apply(
+        worker_conn,
+        ours,
+        other,
+        *steps,
+        change(alice, ours.order_id, "ready"),  # ready -> ready: conflict on the folded state
+        change(bob, ours.order_id, "completed"),  # bob is no staff of mine: forbidden
+    )
+    assert outcomes == [Outcome.APPLIED] * 5 + [Outcome.CONFLICT, Outcome.FORBIDDEN]
+    assert order_row(admin, ours.order_id) == (mine, "ready", 4)
+    history = admin.execute(
+        "SELECT from_status, to_status, version FROM order_status_events WHERE order_id = %s"
+        " ORDER BY id",
+        (ours.order_id,),
+    ).fetchall()
+    assert history == [
+        ("pending", "accepted", 2),
+        ("accepted", "preparing", 3),
+        ("preparing", "ready", 4),
+    ]
+    inbox = admin.execute(
+        "SELECT count(*) FROM command_outcomes WHERE order_id = ANY(%s)",
+        ([ours.order_id, other.order_id],),
+    ).fetchone()
+    assert inbox == (7,)

@@ -16,10 +16,12 @@ from confluent_kafka import Message
 
 from services.core.events import CLOUDEVENTS_CONTENT_TYPE, decode_cloud_event
 from services.core.messages import (
+    Actor,
     ChangeStatus,
     CreateOrder,
     OrderEvent,
     Outcome,
+    Role,
     decode_result,
     encode,
 )
@@ -27,6 +29,7 @@ from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION, Topics
 from services.status_worker import faults
 from services.status_worker.batch import DeadLetter, Finished, Incoming, diverted
+from services.status_worker.bulk import Sightings, Writes, fold, plan
 from services.status_worker.decode import decode
 from services.status_worker.guards import (
     DeadLetterGuard,
@@ -144,6 +147,60 @@ def test_a_refused_command_is_dead_lettered_again_whenever_its_batch_is_redone()
         assert refused.dead_letter.reason.startswith("error: ValueError")
         dead = [r for r in outputs_for(settled, TO) if r.topic == TOPICS.dead_letters]
         assert [r.value for r in dead] == [encode(explosive)]
+
+
+# ---- the set-based plan of a batch: pure ---------------------------------------------------------
+
+
+def test_a_batch_is_grouped_by_caller_and_orders_several_callers_touch_go_one_by_one() -> None:
+    staff = Actor(sub="alice", role=Role.AUTHENTICATED)
+    solo, shared = create(), create()
+    by_staff = change(shared.order_id).model_copy(update={"actor": staff})
+    items = [
+        Incoming(c, 0, i) for i, c in enumerate((solo, shared, change(solo.order_id), by_staff))
+    ]
+    groups, mixed = plan(items)
+    assert [[i.offset for i in g.items] for g in groups] == [[0, 2]]
+    assert [i.offset for i in mixed] == [1, 3]  # in arrival order
+    assert groups[0].order_ids() == [solo.order_id]
+    assert groups[0].creating_for() == [RESTAURANT]
+
+
+def test_commands_on_one_order_see_each_others_effects_and_write_once_per_table() -> None:
+    first = create()
+    steps = [change(first.order_id, s) for s in ("accepted", "preparing", "ready")]
+    again = change(first.order_id, "ready")  # ready -> ready: a conflict on the folded state
+    items = [Incoming(c, 0, i) for i, c in enumerate((first, *steps, again))]
+    sightings = Sightings({}, frozenset(), {RESTAURANT: True})
+    decisions, writes = fold(items, sightings, NOW)
+    assert [d.outcome for d in decisions] == [Outcome.APPLIED] * 4 + [Outcome.CONFLICT]
+    assert [o.order_id for o in writes.created] == [first.order_id]
+    [(final, before)] = writes.updated.values()
+    assert (final.status.value, final.version, before) == ("ready", 4, 1)
+    assert [d.change.version for _, d in writes.changes if d.change] == [2, 3, 4]
+
+
+def test_a_fold_refuses_a_create_the_insert_policy_refuses_and_hides_what_it_hides() -> None:
+    hidden, refused = create(), create()
+    items = [Incoming(c, 0, i) for i, c in enumerate((refused, change(refused.order_id)))]
+    decisions, writes = fold(items, Sightings({}, frozenset(), {RESTAURANT: False}), NOW)
+    assert [d.outcome for d in decisions] == [Outcome.FORBIDDEN, Outcome.NOT_FOUND]
+    assert writes == Writes()
+    sightings = Sightings({}, frozenset({hidden.order_id}), {RESTAURANT: True})
+    items = [Incoming(c, 0, i) for i, c in enumerate((hidden, change(hidden.order_id)))]
+    decisions, writes = fold(items, sightings, NOW)
+    assert [d.outcome for d in decisions] == [Outcome.CONFLICT, Outcome.FORBIDDEN]
+    assert writes == Writes()
+
+
+def test_a_second_copy_of_a_command_in_one_batch_is_answered_as_a_duplicate() -> None:
+    repository = FakeRepository()
+    command = create()
+    first, second = run_batch(repository, [message_of(command, 0), message_of(command, 1)])
+    assert isinstance(first, Finished) and isinstance(second, Finished)
+    assert not first.duplicate and second.duplicate
+    assert second.processed == first.processed
+    assert list(repository.inbox) == [command.command_id]
 
 
 # ---- outputs: pure -------------------------------------------------------------------------------
@@ -451,3 +508,37 @@ def test_when_a_transaction_fails_the_batch_after_it_is_redone_after_it() -> Non
     worker.process([message_of(create(), 12), message_of(create(), 3, partition=1)])
     assert sorted(consumer.seeks) == [(TOPIC, 0, 10)]  # partition 1 is not this worker's
     assert publisher.transactions == []
+
+
+def test_a_poll_is_split_into_batches_and_a_rewind_covers_the_rest_of_the_poll() -> None:
+    consumer, repository = FakeConsumer(), FakeRepository()
+    worker = pipeline(repository, FakePublisher(aborts=True), consumer, FakeTrips())
+    worker.source.batch_max = 1
+    worker.source.assigned.add((TOPIC, 1))
+    commands = [create(), create(), create()]
+    polled = [message_of(commands[0], 4), message_of(commands[1], 5), message_of(commands[2], 3, 1)]
+    worker.process_poll(polled)
+    # The first transaction failed: both its batch and everything polled after it go back.
+    assert sorted(consumer.seeks) == [(TOPIC, 0, 4), (TOPIC, 1, 3)]
+    assert commands[2].command_id not in repository.inbox  # not applied after the rewind
+    assert worker.in_flight is None
+
+
+def test_nothing_is_in_flight_when_the_next_poll_may_run_a_rebalance() -> None:
+    consumer, publisher = FakeConsumer(committed={(TOPIC, 0): 3}), FakePublisher()
+    worker = pipeline(FakeRepository(), publisher, consumer, FakeTrips())
+    worker.source.batch_max = 1
+    polls: list[bool] = []
+    consumer.queue = [message_of(create(), offset) for offset in range(3)]
+    real_poll = worker.source.poll
+
+    def poll(limit: int | None = None) -> list[Message]:
+        polls.append(worker.in_flight is None)
+        if not consumer.queue:
+            worker.stop.set()
+        return real_poll(limit)
+
+    worker.source.poll = poll  # type: ignore[method-assign]
+    worker.source.subscribe = lambda: None  # type: ignore[method-assign]
+    worker.run()
+    assert len(publisher.transactions) == 3 and all(polls)

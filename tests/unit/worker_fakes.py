@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from services.core.decision import Decision, OrderState
 from services.core.messages import Actor, ChangeStatus, CreateOrder
 from services.status_worker.batch import DeadLetter, Incoming, Processed
+from services.status_worker.bulk import Sightings, Writes
 from services.status_worker.repository import Sighting
 
 
@@ -96,6 +97,28 @@ class FakeRepository:
 
     def record_outcome(self, item: Incoming, processed: Processed, now: datetime) -> None:
         self.inbox[item.command.command_id] = processed
+
+    def sightings(self, order_ids: list[UUID], creating_for: list[UUID]) -> Sightings:
+        visible = {i: self.orders[i] for i in order_ids if i in self.orders}
+        allowed = {r: r not in self.forbidden for r in creating_for}
+        return Sightings(visible, frozenset(visible), allowed)
+
+    def write_changes(self, writes: Writes, now: datetime) -> Callable[[], None]:
+        for order in writes.created:
+            self.orders[order.order_id] = order
+        for command, decision in writes.changes:
+            self.insert_status_event(command, decision, now)
+        for order, before in writes.updated.values():
+            assert self.orders[order.order_id].version == before
+            self.orders[order.order_id] = order
+        return lambda: None
+
+    def record_outcomes(self, done: list[tuple[Incoming, Processed]], now: datetime) -> None:
+        for item, processed in done:
+            self.record_outcome(item, processed, now)
+
+    def record_analytics_rows(self, rows: list[dict[str, Any]], now: datetime) -> None:
+        self.analytics += [row["type"] for row in rows]
 
     def record_invalid(self, letter: DeadLetter, now: datetime) -> None:
         assert letter.result is not None
