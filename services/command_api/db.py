@@ -77,9 +77,13 @@ class OrderReads:
             await conn.execute(queries.PING)
 
     async def order(self, order_id: UUID, actor: Actor) -> OrderView | None:
-        """The order, or None when it does not exist or the caller may not see it."""
+        """The order, or None when it does not exist or the caller may not see it. Pipelined: two
+        round trips (begin, act as the caller, select; then switch back, commit), not five.
+        Raises StoreUnavailable."""
         async with (
+            unavailable_as_store_error(),
             self.pool.connection() as conn,
+            conn.pipeline(),
             conn.transaction(),
             acting_as_async(conn, actor),
         ):

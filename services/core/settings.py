@@ -187,6 +187,12 @@ class Settings(BaseSettings):
     api_fetch_wait_max_ms: int = Field(
         10, ge=0, description="fetch.wait.max.ms of the results consumer (bounds idle polling)"
     )
+    api_stale_refusal: bool = Field(
+        True,
+        description="Answer 409 before publishing a PATCH whose conflict the committed order settles "
+        "(expected_version below the order's, or a final order; docs/delivery-guarantees.md); "
+        "off: the worker answers every command",
+    )
     api_processes: int = Field(
         1, ge=1, description="Processes of `orderstatus api` (uvicorn workers) on one port"
     )
