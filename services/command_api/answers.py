@@ -10,7 +10,8 @@ from typing import Any
 from uuid import UUID
 
 from services.command_api.problems import Problem
-from services.core.messages import CommandResult, Outcome
+from services.core.decision import Decision
+from services.core.messages import CommandResult, OrderView, Outcome
 from services.core.outcomes import OUTCOME_NAMES, TIMEOUT_EVENT, UNAVAILABLE_EVENT
 
 COMMAND_ID_HEADER = "X-Command-ID"
@@ -51,6 +52,11 @@ class Answer:
     context: LogContext = field(default_factory=LogContext)
 
 
+def _current(order: OrderView) -> dict[str, Any]:
+    """What a conflict shows of the order (to a caller who may see it)."""
+    return {"current_status": order.status.value, "current_version": order.version}
+
+
 def outcome_problem(result: CommandResult) -> Problem:
     """The problem+json of an outcome the worker refused (services/core/outcomes.py names it)."""
     names = OUTCOME_NAMES[result.outcome]
@@ -61,8 +67,7 @@ def outcome_problem(result: CommandResult) -> Problem:
     if result.outcome is Outcome.CONFLICT:
         kind = result.conflict.value if result.conflict else of.kind
         if result.order is not None:
-            extra |= {"current_status": result.order.status.value}
-            extra |= {"current_version": result.order.version}
+            extra |= _current(result.order)
     elif result.outcome is Outcome.ERROR:
         detail = "The command could not be applied."
     return Problem(names.http_status, kind, of.title, detail, extra)
@@ -99,6 +104,25 @@ def outcome_answer(result: CommandResult, *, replay: bool = False) -> Answer:
         status, body, more = outcome_reply(result, "")
         return Answer(status, body, headers | more, context)
     return Answer(outcome_problem(result).status, outcome_problem(result), headers, context)
+
+
+def early_conflict(decision: Decision) -> Answer:
+    """409 for a status change refused before it was published (early_refusals.py): the worker's
+    own conflict on the committed order, less the command id. No command was accepted (like a 503
+    that says nothing was changed, it names none)."""
+    assert decision.order is not None and decision.conflict is not None
+    order = decision.order.view()
+    names = OUTCOME_NAMES[Outcome.CONFLICT]
+    assert names.problem is not None
+    status, title = names.http_status, names.problem.title
+    problem = Problem(status, decision.conflict.value, title, decision.detail, _current(order))
+    context = LogContext(
+        evt=names.evt,
+        order_id=str(order.order_id),
+        restaurant_id=str(order.restaurant_id),
+        status=order.status.value,
+    )
+    return Answer(status, problem, {}, context)
 
 
 def accepted(command_id: UUID, context: LogContext) -> Answer:

@@ -69,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.event_hub = hub = EventHub(settings, hub_metrics)
         await hub.start()
         app.state.reads, app.state.bus = reads, bus
-        app.state.dispatch = CommandDispatch(bus, reads, requests)
+        orders = reads if settings.api_stale_refusal else None
+        app.state.dispatch = CommandDispatch(bus, reads, requests, orders=orders)
         purging = asyncio.create_task(_purge_expired_keys(requests))
         try:
             yield

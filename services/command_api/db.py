@@ -77,15 +77,14 @@ class OrderReads:
             await conn.execute(queries.PING)
 
     async def order(self, order_id: UUID, actor: Actor) -> OrderView | None:
-        """The order, or None when it does not exist or the caller may not see it."""
-        async with (
-            self.pool.connection() as conn,
-            conn.transaction(),
-            acting_as_async(conn, actor),
-        ):
-            cursor = await conn.execute(queries.ORDER_BY_ID, {"order_id": order_id})
+        """The order, or None when it does not exist or the caller may not see it. Pipelined: one
+        round trip (begin, act as the caller, select, switch back, commit), not five; the row is
+        read once the pipeline has synced. Raises StoreUnavailable."""
+        async with unavailable_as_store_error(), self.pool.connection() as conn:
+            async with conn.pipeline(), conn.transaction(), acting_as_async(conn, actor):
+                cursor = await conn.execute(queries.ORDER_BY_ID, {"order_id": order_id})
             row = await cursor.fetchone()
-            return order_view(row) if row is not None else None
+        return order_view(row) if row is not None else None
 
     async def history(self, order_id: UUID, actor: Actor) -> list[dict[str, Any]] | None:
         """The order's status changes in order, or None when the order is not visible to the

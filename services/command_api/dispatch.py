@@ -1,5 +1,8 @@
 """The one path every command takes, free of HTTP: Idempotency-Key, publish, then wait for the
-outcome (or answer 202 at once when the caller asked to respond asynchronously).
+outcome (or answer 202 at once when the caller asked to respond asynchronously). A status change
+whose conflict the committed order already fixes for good (an `expected_version` below the order's,
+or a final order) is answered 409 before any of that (`_settled_refusal`, early_refusals.py; why
+that is safe: docs/delivery-guarantees.md).
 
 `CommandDispatch` talks to its neighbours through the protocols below, so its tests run against
 in-memory ones (tests/unit/test_dispatch.py); the composition root (app.py) passes the Kafka bus
@@ -21,16 +24,18 @@ from services.command_api.answers import (
     LogContext,
     accepted,
     command_state,
+    early_conflict,
     outcome_answer,
     outcome_reply,
     outcome_timeout,
     unavailable,
 )
 from services.command_api.db import StoreUnavailable
+from services.command_api.early_refusals import KnownOrders, settled_refusal
 from services.command_api.idempotency import KeyHolder
 from services.command_api.kafka import OutcomeTimeout, PublishFailed, UndecodableResult
 from services.command_api.problems import ProblemError
-from services.core.messages import Actor, ChangeStatus, CommandResult, CreateOrder
+from services.core.messages import Actor, ChangeStatus, CommandResult, CreateOrder, OrderView
 
 __all__ = ["CommandDispatch", "IdempotencyKey", "Mode", "caller_of", "outcome_reply"]
 
@@ -71,6 +76,13 @@ class Outcomes(Protocol):
     async def command_result(self, command_id: UUID, actor: Actor) -> CommandResult | None: ...
 
 
+class CurrentOrders(Protocol):
+    async def order(self, order_id: UUID, actor: Actor) -> OrderView | None:
+        """The committed order as `actor` may see it (None: absent or not theirs). Raises
+        StoreUnavailable."""
+        ...
+
+
 class Claims(Protocol):
     async def claim(
         self, *, caller: str, key: str, fingerprint: str, command_id: UUID, order_id: UUID
@@ -96,15 +108,32 @@ def caller_of(actor: Actor) -> str:
 
 
 class CommandDispatch:
-    def __init__(self, bus: Bus, outcomes: Outcomes, claims: Claims) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        outcomes: Outcomes,
+        claims: Claims,
+        *,
+        orders: CurrentOrders | None = None,
+        known: KnownOrders | None = None,
+    ) -> None:
         self.bus = bus
         self.outcomes = outcomes
         self.claims = claims
+        self.orders = orders
+        """Where a settled conflict is confirmed before publishing; None: nothing is refused early
+        (every command goes to the worker)."""
+        self.known = known if known is not None else KnownOrders()
+        """What was seen of each order answered here: which requests are worth the read."""
         self._publishing: dict[UUID, asyncio.Future[bool]] = {}
         """Keyed commands this process is publishing now: a concurrent retry waits for the
         publication instead of sending a copy (another process's retry sends one: harmless)."""
 
     async def submit(self, command: Command, key: IdempotencyKey | None, mode: Mode) -> Answer:
+        if key is None and mode is Mode.WAIT and isinstance(command, ChangeStatus):
+            refusal = await self._settled_refusal(command)
+            if refusal is not None:
+                return refusal
         caller = caller_of(command.actor)
         if key is not None:
             holder = await self.claims.claim(
@@ -137,11 +166,35 @@ class CommandDispatch:
             if mode is Mode.RESPOND_ASYNC:
                 return accepted(command.command_id, context)
             try:
-                return outcome_answer(await outcome.wait(), replay=replay)
+                return self._answer(await outcome.wait(), replay=replay)
             except (OutcomeTimeout, UndecodableResult):
                 if not keyed:
                     await self._quietly(self._record(command))
                 return await self._stored_or_timeout(command.command_id, command.actor, context)
+
+    def _answer(self, result: CommandResult, *, replay: bool) -> Answer:
+        """The answer to a known outcome; its order's state is remembered (KnownOrders)."""
+        self.known.observe(result.order)
+        return outcome_answer(result, replay=replay)
+
+    async def _settled_refusal(self, command: ChangeStatus) -> Answer | None:
+        """409 without publishing, when this process has seen the order final or past the expected
+        version and PostgreSQL's committed row, read as the caller, confirms that the conflict is
+        settled: the worker would answer this same conflict whenever it got the command. Anything
+        else (nothing seen, not visible to the caller, PostgreSQL away) goes to the worker."""
+        if self.orders is None or not self.known.worth_checking(
+            command.order_id, command.expected_version
+        ):
+            return None
+        try:
+            order = await self.orders.order(command.order_id, command.actor)
+        except StoreUnavailable:
+            return None
+        if order is None:  # absent or another restaurant's: the worker answers 404 or 403
+            return None
+        self.known.observe(order)
+        refusal = settled_refusal(order, command)
+        return early_conflict(refusal) if refusal is not None else None
 
     async def _publish(self, command: Command, *, keyed: bool) -> None:
         """Publishes; a keyed command's claim then records that Kafka has it."""
@@ -221,9 +274,9 @@ class CommandDispatch:
         with self.bus.listening(command_id) as outcome:
             stored = await self.outcomes.command_result(command_id, command.actor)
             if stored is not None:
-                return outcome_answer(stored, replay=True)
+                return self._answer(stored, replay=True)
             try:
-                return outcome_answer(await outcome.wait(), replay=True)
+                return self._answer(await outcome.wait(), replay=True)
             except (OutcomeTimeout, UndecodableResult):
                 return await self._stored_or_timeout(command_id, command.actor, context)
 
@@ -236,7 +289,7 @@ class CommandDispatch:
             stored = None  # published: the outcome will come; 504 says so, 503 would not
         if stored is None:
             return outcome_timeout(command_id, context)
-        return outcome_answer(stored, replay=context.idempotent_replay)
+        return self._answer(stored, replay=context.idempotent_replay)
 
     async def status(self, command_id: UUID, actor: Actor) -> Answer:
         """GET /commands/{id}: pending until the worker's outcome is known, then that outcome."""

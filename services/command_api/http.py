@@ -159,10 +159,25 @@ def _signed_with_shared_secret(token: str) -> bool:
         return True  # malformed: refused without any key, no I/O either
 
 
+# Dependencies are coroutines: FastAPI runs a plain `def` dependency in the thread pool, a thread
+# hop and GIL hand-off per request for a dictionary lookup (py-spy under load: `run_in_threadpool`
+# and ~40 AnyIO threads in the API).
+async def _dispatch(request: Request) -> CommandDispatch:
+    return dispatch_of(request)
+
+
+async def _reads(request: Request) -> OrderReads:
+    return reads_of(request)
+
+
+async def _bus(request: Request) -> CommandBus:
+    return bus_of(request)
+
+
 ActorDep = Annotated[Actor, Depends(authenticated)]
-DispatchDep = Annotated[CommandDispatch, Depends(dispatch_of)]
-ReadsDep = Annotated[OrderReads, Depends(reads_of)]
-BusDep = Annotated[CommandBus, Depends(bus_of)]
+DispatchDep = Annotated[CommandDispatch, Depends(_dispatch)]
+ReadsDep = Annotated[OrderReads, Depends(_reads)]
+BusDep = Annotated[CommandBus, Depends(_bus)]
 
 
 def respond(request: Request, answer: Answer) -> Response:

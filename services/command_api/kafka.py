@@ -80,7 +80,10 @@ class PendingOutcome:
     async def wait(self) -> CommandResult:
         """The outcome; raises OutcomeTimeout past the reply timeout, UndecodableResult."""
         try:
-            return await asyncio.wait_for(asyncio.shield(self._waiting.outcome), self._timeout_s)
+            # asyncio.timeout rather than wait_for: no extra task per request. Shielded: a timeout
+            # must not cancel the outcome other requests for this command id may be waiting for.
+            async with asyncio.timeout(self._timeout_s):
+                return await asyncio.shield(self._waiting.outcome)
         except TimeoutError as exc:
             raise OutcomeTimeout("no outcome within the reply timeout") from exc
 
@@ -186,7 +189,8 @@ class CommandBus:
         except (BufferError, KafkaException) as exc:
             raise PublishFailed(str(exc), definite=True) from exc
         try:
-            await asyncio.wait_for(delivered, self.settings.api_publish_timeout_s + 1)
+            async with asyncio.timeout(self.settings.api_publish_timeout_s + 1):
+                await delivered
         except TimeoutError as exc:
             raise PublishFailed("no delivery report", definite=False) from exc
 

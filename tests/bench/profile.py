@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.wrk import WrkResult, run_wrk, write_orders
 from services.core.settings import Settings
 from services.loadgen import seed
+from tests.bench.systems import sampled_pid
 from tests.stack import ServiceProcess, free_port, isolated_settings
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
@@ -131,7 +132,7 @@ def profile(
             assert process.process is not None
             out = work / f"{name}-{'all' if idle else 'gil'}.txt"
             samples[(name, idle)] = out
-            spies.append(record(process.process.pid, seconds, out, idle=idle))
+            spies.append(record(sampled_pid(process), seconds, out, idle=idle))
         for spy in spies:
             spy.wait(seconds + 30)
     driver.join(wrk_seconds + 40)

@@ -51,6 +51,13 @@ PHASES = ("ceiling", "closed", "sweep", "hot", "profile", "drain")
 SETTLE_S = 5.0
 BUDGET_S = 14 * 60
 """make bench stops starting phases when less than their share of this is left."""
+API_PROCESSES = 2
+"""The project's API as make bench runs it: two processes (one per core of this machine), each
+reading its own results partition (API_RESULTS_PARTITION=auto). Measured against one process in
+alternating runs on the shared machine (docs/performance.md, notes)."""
+API_LIMIT_CONCURRENCY = 1024
+"""Per API process: above the load generator's 512 connections, so the knee is where latency
+gives out, not where uvicorn's shedding (the default 200, a resource bound) starts answering 503."""
 
 
 @dataclass
@@ -88,6 +95,7 @@ class Results:
     skipped: list[str] = field(default_factory=list)
     load_before: str = ""
     seconds: float = 0.0
+    api: dict[str, Any] = field(default_factory=dict)
 
 
 def say(text: str) -> None:
@@ -104,12 +112,23 @@ class Systems:
     processes: dict[str, ServiceProcess]
 
 
+def api_configuration(processes: int) -> dict[str, Any]:
+    """The API settings make bench runs the project with."""
+    return {
+        "api_processes": processes,
+        "api_results_partition": "auto" if processes > 1 else "all",
+        "api_limit_concurrency": API_LIMIT_CONCURRENCY,
+    }
+
+
 @contextmanager
-def systems(base: Settings, log_dir: Path) -> Iterator[Systems]:
+def systems(base: Settings, log_dir: Path, api_processes: int = API_PROCESSES) -> Iterator[Systems]:
     """The project's worker and API, and the baseline, on one isolated database."""
     with isolated_settings(base) as settings:
         worker = ServiceProcess("worker", settings, log_dir, worker_metrics_port=free_port())
-        api = ServiceProcess("api", settings, log_dir, log_level="WARNING")
+        api = ServiceProcess(
+            "api", settings, log_dir, log_level="WARNING", **api_configuration(api_processes)
+        )
         baseline = BaselineProcess(settings, log_dir)
         started: list[ServiceProcess] = []
         try:
@@ -418,6 +437,9 @@ def report(results: Results, command: str) -> list[str]:
         f"- date: {results.started:%Y-%m-%d %H:%M} UTC, {results.seconds:.0f} s; commit {commit}",
         f"- machine: {machine(results)}",
         f"- command: `{command}`",
+        "- the project as run: "
+        + ", ".join(f"{k.upper()}={v}" for k, v in results.api.items())
+        + " (tests/bench/run.py, API_PROCESSES and API_LIMIT_CONCURRENCY say why)",
         "",
     ]
     if results.ceiling:
@@ -605,18 +627,21 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(PHASES), help=f"subset of {','.join(PHASES)}")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--api-processes", type=int, default=API_PROCESSES, help="processes of the project's API"
+    )
     args = parser.parse_args()
     phases = set(args.only.split(","))
     plan = Plan.of(args.quick)
     base = Settings()
     log_dir = Path(tempfile.mkdtemp(prefix="orderstatus-bench-"))
-    results = Results(load_before=load_average())
+    results = Results(load_before=load_average(), api=api_configuration(args.api_processes))
     budget = Budget(BUDGET_S)
     started = time.monotonic()
     if "ceiling" in phases:
         phase_ceiling(plan, log_dir, results)
     if phases & {"sweep", "closed", "hot", "profile"}:
-        with systems(base, log_dir) as sys_:
+        with systems(base, log_dir, args.api_processes) as sys_:
             steps: list[tuple[str, float, Callable[[], None]]] = [
                 (
                     "closed",

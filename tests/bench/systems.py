@@ -57,6 +57,14 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def sampled_pid(process: ServiceProcess) -> int:
+    """The process to profile: itself, or its first child when it runs several (uvicorn's
+    supervisor of API_PROCESSES > 1 only waits)."""
+    assert process.process is not None
+    pid = process.process.pid
+    return next(iter(_descendants(pid)), pid)
+
+
 def peak_rss_mb(process: ServiceProcess) -> float:
     """VmHWM, the most resident memory a process ever had: of the process, or of the largest of
     its child processes when it has some (an API started with several worker processes)."""

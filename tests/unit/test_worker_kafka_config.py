@@ -27,7 +27,7 @@ def test_consumer_config_at_the_defaults() -> None:
         "heartbeat.interval.ms": 3333,
         "fetch.wait.max.ms": 100,
         "client.id": "status-worker-1",
-        "retry.backoff.ms": 5,
+        "retry.backoff.ms": 1,  # WORKER_KAFKA_RETRY_BACKOFF_MS: 5 until issue 9's trace
         "retry.backoff.max.ms": 100,
         "group.instance.id": "order-status-worker.1",
     }
@@ -69,7 +69,7 @@ def test_producer_config_at_the_defaults() -> None:
         "acks": "all",
         "linger.ms": 1,
         "client.id": "status-worker-1",
-        "retry.backoff.ms": 5,
+        "retry.backoff.ms": 1,  # WORKER_KAFKA_RETRY_BACKOFF_MS: 5 until issue 9's trace
         "retry.backoff.max.ms": 100,
     }
 
