@@ -5,22 +5,32 @@
 #   deploy/local/kafka.sh stop      SIGTERM, up to 30 s, then SIGKILL
 #   deploy/local/kafka.sh status
 # Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), KAFKA_HEAP ("-Xms256m -Xmx1g"),
-#      KAFKA_START_TIMEOUT (60), JAVA (java), ORDERSTATUS_LOCAL_DIR (.local; see lib.sh).
+#      KAFKA_START_TIMEOUT (60), JAVA (java), ORDERSTATUS_LOCAL_DIR (.local; see lib.sh),
+#      KAFKA_SECURITY (plaintext | sasl: SASL/SCRAM-SHA-512 clients, ACLs; docs/security.md),
+#      KAFKA_PASSWORD_<ROLE> (the principals' passwords; see kafka-credentials.sh).
+# With sasl, the SCRAM users are written when storage is formatted; storage formatted for other
+# users or passwords (or without SASL) is formatted again, which drops its topics.
 COMPONENT=kafka
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=deploy/local/kafka-credentials.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kafka-credentials.sh"
 
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx1g}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 JAVA="${JAVA:-java}"
+KAFKA_SECURITY="${KAFKA_SECURITY:-plaintext}"
+case $KAFKA_SECURITY in plaintext | sasl) ;; *) die "KAFKA_SECURITY must be plaintext or sasl" ;; esac
 
 KAFKA_SRC="$REPO_ROOT/deploy/kafka"
 KAFKA_LIB="$KAFKA_SRC/lib"
 KAFKA_STATE="$LOCAL_DIR/kafka"
 KAFKA_DATA="$KAFKA_STATE/data"
 KAFKA_PROPS="$KAFKA_STATE/server.properties"
+# What the storage was formatted for: the security mode and a digest of the SCRAM users.
+KAFKA_FORMATTED_FOR="$KAFKA_STATE/formatted-for"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 VENV_PY="$REPO_ROOT/.venv/bin/python"
 MAIN_CLASS=kafka.Kafka
@@ -48,33 +58,77 @@ storage_tool() { "$JAVA" -cp "$KAFKA_LIB/*" kafka.tools.StorageTool "$@"; }
 
 render_config() {
   mkdir -p "$KAFKA_DATA"
-  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+  local protocol=PLAINTEXT
+  [[ $KAFKA_SECURITY == sasl ]] && protocol=SASL_PLAINTEXT
+  {
+    cat "$KAFKA_SRC/server.properties.template"
+    [[ $KAFKA_SECURITY == sasl ]] && cat "$KAFKA_SRC/server-sasl.properties.template"
+  } | sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
       -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
       -e "s|@KAFKA_LOG_DIRS@|$KAFKA_DATA|g" \
-      "$KAFKA_SRC/server.properties.template" >"$KAFKA_PROPS"
+      -e "s|@CLIENT_PROTOCOL@|$protocol|g" -e "s|@CONTROLLER_PROTOCOL@|$protocol|g" \
+      -e "s|@OPERATOR_USER@|$(kafka_user operator)|g" \
+      -e "s|@OPERATOR_PASSWORD@|$(kafka_password operator)|g" >"$KAFKA_PROPS"
+  chmod 600 "$KAFKA_PROPS"
+}
+
+# scram_args: one --add-scram per principal (none without SASL).
+scram_args() {
+  [[ $KAFKA_SECURITY == sasl ]] || return 0
+  local role
+  for role in "${KAFKA_ROLES[@]}"; do
+    printf -- '--add-scram\nSCRAM-SHA-512=[name=%s,password=%s]\n' \
+      "$(kafka_user "$role")" "$(kafka_password "$role")"
+  done
+}
+
+formatted_for() {
+  if [[ $KAFKA_SECURITY == sasl ]]; then
+    echo "sasl $(scram_args | sha256sum | cut -c1-16)"
+  else
+    echo plaintext
+  fi
 }
 
 format_storage() {
-  [[ -f "$KAFKA_DATA/meta.properties" ]] && return 0
+  local wanted
+  wanted=$(formatted_for)
+  if [[ -f "$KAFKA_DATA/meta.properties" ]]; then
+    # Plaintext runs on any storage; SASL needs the users it was formatted with.
+    [[ $KAFKA_SECURITY == plaintext || $(cat "$KAFKA_FORMATTED_FOR" 2>/dev/null) == "$wanted" ]] \
+      && return 0
+    say "storage $KAFKA_DATA was formatted without these SCRAM users: formatting it again (its topics are dropped)"
+    rm -rf "$KAFKA_DATA" "$KAFKA_STATE/cluster-id"
+    mkdir -p "$KAFKA_DATA"
+  fi
   if [[ ! -s "$KAFKA_STATE/cluster-id" ]]; then
     storage_tool random-uuid | tail -n 1 >"$KAFKA_STATE/cluster-id"
   fi
-  say "formatting storage (cluster id $(<"$KAFKA_STATE/cluster-id"))"
+  say "formatting storage (cluster id $(<"$KAFKA_STATE/cluster-id"), security $KAFKA_SECURITY)"
+  local scram=()
+  mapfile -t scram < <(scram_args)
   # Static quorum (controller.quorum.voters): no --standalone, which 4.x only
   # accepts together with controller.quorum.bootstrap.servers.
   storage_tool format -t "$(<"$KAFKA_STATE/cluster-id")" -c "$KAFKA_PROPS" --ignore-formatted \
-    >>"$LOG_DIR/kafka.log" 2>&1 || { log_tail kafka 20; die "storage format failed"; }
+    "${scram[@]}" >>"$LOG_DIR/kafka.log" 2>&1 || { log_tail kafka 20; die "storage format failed"; }
+  echo "$wanted" >"$KAFKA_FORMATTED_FOR"
 }
 
 # A real Admin round trip (metadata request) when the venv has confluent_kafka;
 # otherwise the listener accepting connections plus the broker's started line.
 ready() {
   if "$VENV_PY" -c 'import confluent_kafka' 2>/dev/null; then
-    "$VENV_PY" - "$BOOTSTRAP" <<'PY'
+    local sasl=()
+    [[ $KAFKA_SECURITY == sasl ]] && sasl=("$(kafka_user operator)" "$(kafka_password operator)")
+    "$VENV_PY" - "$BOOTSTRAP" "${sasl[@]}" <<'PY'
 import sys
 from confluent_kafka.admin import AdminClient
 
-admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0})
+config = {"bootstrap.servers": sys.argv[1], "log_level": 0}
+if len(sys.argv) > 2:  # as the operator, over SASL/SCRAM-SHA-512
+    config.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                   "sasl.username": sys.argv[2], "sasl.password": sys.argv[3]})
+admin = AdminClient(config)
 md = admin.list_topics(timeout=3)
 sys.exit(0 if md.brokers else 1)
 PY
@@ -110,6 +164,6 @@ start() {
 
 stop() { stop_named kafka "$PID_MARKER" 30; }
 
-status() { status_named kafka "$PID_MARKER" "$BOOTSTRAP (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"; }
+status() { status_named kafka "$PID_MARKER" "$BOOTSTRAP ($KAFKA_SECURITY; controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"; }
 
 dispatch "$@"
