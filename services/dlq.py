@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Message, Producer
 from pydantic import ValidationError
 
+from services.core import kafka_config
 from services.core.command_signing import signing_keys, signing_refusal
 from services.core.kafka_records import command_record, header, position, read_to_end
 from services.core.messages import ChangeStatus, CreateOrder, decode_command
@@ -79,7 +80,7 @@ def _text(message: Message, name: str) -> str:
 def read_parked(settings: Settings) -> list[ParkedMessage]:
     """Every message now in the dead-letter topic (read_committed), partition by partition."""
     topic = settings.topics.dead_letters
-    return [parked(m) for m in read_to_end(settings.kafka_bootstrap_servers, topic)]
+    return [parked(m) for m in read_to_end(settings, topic)]
 
 
 def replay_of(message: ParkedMessage, now: datetime) -> CreateOrder | ChangeStatus | None:
@@ -118,13 +119,7 @@ def replay(
     if dry_run:
         return plan
     keys = signing_keys(settings)  # the operator's configured key signs the replays
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-        }
-    )
+    producer = Producer(kafka_config.replay_producer(settings))
     for item in plan:
         command = item.command
         if command is None:

@@ -21,6 +21,7 @@ import psycopg
 import yaml
 from confluent_kafka import Producer
 
+from services.core import kafka_config
 from services.core.messages import Actor, CreateOrder, Role
 from services.core.settings import Settings
 from services.figures.kafka import delete_app_topics
@@ -193,7 +194,7 @@ def observed_stack(
 
 def enqueue_create_orders(settings: Settings, count: int) -> None:
     """Commands straight into the commands topic, as a POS integration would publish them."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(kafka_config.client(settings))
     actor = Actor(sub="pos-test", role=Role.SERVICE_ROLE)
     for _ in range(count):
         command = CreateOrder(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from services.core import kafka_records
+from services.core import kafka_config, kafka_records
 from services.core.command_signing import Purpose, SigningKeys, signature_headers, signing_keys
 from services.core.kafka_records import CommandRecord, read_to_end
 from services.core.messages import Actor, ChangeStatus, CreateOrder, Role
@@ -37,12 +37,12 @@ def signed(
 
 def read_topic(settings: Settings, topic: str, *, committed_only: bool = True) -> list[Message]:
     """Every message now in `topic`, partition by partition in offset order."""
-    return read_to_end(settings.kafka_bootstrap_servers, topic, committed_only=committed_only)
+    return read_to_end(settings, topic, committed_only=committed_only)
 
 
 def high_watermarks(settings: Settings, topic: str) -> int:
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "test-watermarks"}
+        kafka_config.assign_only_reader(settings, "test-watermarks", committed_only=False)
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -61,7 +61,7 @@ def produce(
     partition: int | None = None,
 ) -> None:
     """Writes raw records straight into a topic, bypassing the API (as a buggy client might)."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    producer = Producer({**kafka_config.client(settings), "acks": "all"})
     for key, value, headers in records:
         kwargs = {"partition": partition} if partition is not None else {}
         producer.produce(topic, key=key, value=value, headers=headers, **kwargs)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
+from services.core import kafka_config
 from services.core.events import (
     EVENT_SOURCE,
     EVENT_TYPE_CREATED,
@@ -60,9 +61,7 @@ def cloud_event(order_id: uuid.UUID, restaurant_id: uuid.UUID, version: int) -> 
 class EventWriter:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topics.events
-        self.producer = Producer(
-            {"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "linger.ms": 2}
-        )
+        self.producer = Producer({**kafka_config.client(settings), "acks": "all", "linger.ms": 2})
 
     def order_events(
         self, restaurant_id: uuid.UUID, order_id: uuid.UUID, versions: range

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.command_api.feed_tokens import Positions, encode_positions, merged
+from services.core import kafka_config
 from services.core.events import OrderCloudEvent, decode_cloud_event, encode_cloud_event
 from services.core.kafka_records import poll_batch, position, watermarks
 from services.core.settings import Settings
@@ -67,16 +67,7 @@ CATCH_UP_DEADLINE_S = 60.0
 
 
 def _consumer(settings: Settings, purpose: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"command-api-{purpose}-{uuid.uuid4()}",  # assign only, never committed
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "fetch.wait.max.ms": 10,
-            "client.id": f"command-api-{purpose}",
-        }
-    )
+    return Consumer(kafka_config.event_stream_reader(settings, purpose))
 
 
 @dataclass(frozen=True, slots=True)

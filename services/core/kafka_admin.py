@@ -8,6 +8,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from services.core import kafka_config
 from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Creates missing topics; returns the names created by this call."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(kafka_config.admin(settings))
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [spec for spec in topic_specs(settings) if spec.topic not in existing]
     created: list[str] = []

@@ -19,6 +19,7 @@ from services.core.command_signing import (
 )
 from services.core.kafka_config import assign_only_reader
 from services.core.messages import ChangeStatus, CreateOrder, encode
+from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 
 
@@ -62,7 +63,7 @@ class NotReadToEnd(TimeoutError):
 
 
 def messages_to_end(
-    bootstrap_servers: str,
+    settings: Settings,
     topic: str,
     *,
     committed_only: bool = True,
@@ -73,9 +74,7 @@ def messages_to_end(
     fixed first; transaction markers take offsets too, so a partition is done when the reader's
     position reaches its end, not when its last message arrives. Raises NotReadToEnd past
     `deadline_s`."""
-    consumer = Consumer(
-        assign_only_reader(bootstrap_servers, client_id, committed_only=committed_only)
-    )
+    consumer = Consumer(assign_only_reader(settings, client_id, committed_only=committed_only))
     try:
         ends: dict[int, int] = {}
         assignment = []
@@ -103,11 +102,11 @@ def _position(consumer: Consumer, topic: str, partition: int) -> int:
 
 
 def read_to_end(
-    bootstrap_servers: str, topic: str, *, committed_only: bool = True, deadline_s: float = 30.0
+    settings: Settings, topic: str, *, committed_only: bool = True, deadline_s: float = 30.0
 ) -> list[Message]:
     """messages_to_end, partition by partition in offset order."""
     messages = messages_to_end(
-        bootstrap_servers, topic, committed_only=committed_only, deadline_s=deadline_s
+        settings, topic, committed_only=committed_only, deadline_s=deadline_s
     )
     return sorted(messages, key=position)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.topics import Topics
@@ -35,6 +36,9 @@ def dev_secret_refusal(settings: Settings) -> str | None:
     )
 
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
@@ -48,6 +52,33 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str = "order-status"
     kafka_command_partitions: int = 12
     kafka_replication_factor: int = 1
+
+    # ---- issue 11: how every Kafka client proves who it is (services/core/kafka_config.py) -------
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT",
+        description="PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL, for every client of the project "
+        "(confluent-kafka and faust alike)",
+    )
+    kafka_sasl_mechanism: str = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*"
+    )
+    kafka_sasl_username: str | None = Field(
+        None, description="SASL principal; required with SASL_PLAINTEXT and SASL_SSL"
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password; required with SASL_PLAINTEXT and SASL_SSL"
+    )
+    kafka_ssl_ca_location: str | None = Field(
+        None,
+        description="PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); "
+        "unset: the system's CAs",
+    )
+    kafka_ssl_certificate_location: str | None = Field(
+        None, description="PEM client certificate, for brokers that require TLS client auth"
+    )
+    kafka_ssl_key_location: str | None = Field(
+        None, description="PEM private key of KAFKA_SSL_CERTIFICATE_LOCATION"
+    )
 
     database_url: str = Field(
         "postgresql://orderstatus_app:orderstatus_app@127.0.0.1:55432/orderstatus",
@@ -250,6 +281,28 @@ class Settings(BaseSettings):
     sentry_release: str | None = None
     prometheus_url: str = "http://127.0.0.1:19090"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> Self:
+        """A SASL protocol without a principal would fail later, at the first broker call, as an
+        authentication timeout: refuse it at start-up with the names of the missing settings."""
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name, value in (
+                    ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                    ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+                )
+                if not (value.get_secret_value() if isinstance(value, SecretStr) else value)
+            ]
+            if missing:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                    f"{' and '.join(missing)}"
+                )
+        if self.kafka_ssl_key_location and not self.kafka_ssl_certificate_location:
+            raise ValueError("KAFKA_SSL_KEY_LOCATION is set without KAFKA_SSL_CERTIFICATE_LOCATION")
+        return self
 
     @cached_property
     def topics(self) -> Topics:

@@ -19,11 +19,12 @@ from typing import Any
 
 import faust
 
+from services.core import kafka_config
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.figures import aggregates as agg
 from services.figures.changes import Change, decode_change, decode_refusal
-from services.figures.kafka import Changelog, app_id, brokers, data_dir, ensure_changelogs
+from services.figures.kafka import Changelog, app_id, data_dir, ensure_changelogs
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class FiguresApp:
         self.clock = EventClock()
         self.app = faust.App(
             app_id(settings),
-            broker=brokers(settings),
+            broker=kafka_config.faust_brokers(settings),
+            broker_credentials=kafka_config.faust_credentials(settings),
             # Changelog writes and offset commits in one Kafka transaction, and read_committed
             # consumption: faust's at-least-once reads uncommitted records, which would count the
             # worker's aborted transactions. The aggregates are idempotent on top (aggregates.py).

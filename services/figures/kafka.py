@@ -13,6 +13,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from services.core import kafka_config
 from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,6 @@ def app_id(settings: Settings) -> str:
 def data_dir(settings: Settings) -> Path:
     """faust's data directory; tables live in memory, so it holds only faust's own bookkeeping."""
     return Path(tempfile.gettempdir()) / f"{app_id(settings)}-data"
-
-
-def brokers(settings: Settings) -> list[str]:
-    return [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")]
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,7 @@ class Changelog:
 
 
 def ensure_changelogs(settings: Settings, changelogs: list[Changelog], timeout: float = 30) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(kafka_config.admin(settings))
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [c.spec(settings) for c in changelogs if c.name not in existing]
     if not missing:
@@ -78,7 +75,7 @@ def ensure_changelogs(settings: Settings, changelogs: list[Changelog], timeout: 
 def delete_app_topics(settings: Settings, timeout: float = 30) -> None:
     """Removes the app's changelogs and data directory (tests clean up after themselves)."""
     shutil.rmtree(data_dir(settings), ignore_errors=True)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(kafka_config.admin(settings))
     prefix = app_id(settings) + "-"
     names = [t for t in admin.list_topics(timeout=timeout).topics if t.startswith(prefix)]
     if names:

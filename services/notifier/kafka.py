@@ -8,33 +8,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from services.core import kafka_config
 from services.core.settings import Settings
 from services.status_worker.kafka import next_offsets
 
 log = logging.getLogger(__name__)
-
-
-def consumer_config(settings: Settings) -> dict[str, Any]:
-    """Nagle off (as in services/core/kafka_config.py): the offset commit and the next fetch are
-    small requests written back to back, which Nagle would hold for the broker's delayed ACK."""
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "client.id": "notifier",
-        "socket.nagle.disable": True,
-        "group.id": settings.notifier_group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-        "session.timeout.ms": 10_000,
-        "fetch.wait.max.ms": 10,
-    }
 
 
 class _Data(BaseModel):
@@ -92,7 +75,7 @@ class EventSource:
     """The consumer, used from one thread at a time (the ingest loop's)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.consumer = Consumer(consumer_config(settings))
+        self.consumer = Consumer(kafka_config.notifier_consumer(settings))
         self.topic = settings.topics.events
         self.assigned: list[TopicPartition] = []
 

@@ -4,12 +4,12 @@ control records and the difference is exactly the number of commands not yet pro
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
+from services.core import kafka_config
 from services.core.settings import Settings
 
 
@@ -31,14 +31,7 @@ def lag_of(low: int, high: int, committed: int | None) -> int:
 
 def offsets_reader(settings: Settings) -> Consumer:
     """Reads the worker group's committed offsets without joining the group."""
-    return Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": settings.worker_group_id,
-            "enable.auto.commit": False,
-            "client.id": f"orderstatus-lag-{uuid.uuid4().hex[:8]}",
-        }
-    )
+    return Consumer(kafka_config.worker_offsets_reader(settings))
 
 
 def command_partitions(consumer: Consumer, topic: str, timeout: float = 5.0) -> list[int]:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from typing import TextIO
 from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from services.core import kafka_config
 from services.core.events import OrderCloudEvent, decode_cloud_event
 from services.core.kafka_records import position, watermarks
 from services.core.settings import Settings
@@ -51,14 +51,7 @@ def tail(
     """Prints events until interrupted, or `count` events were printed, or `idle_s` passed
     without one. Records that are not events are reported on their own line and skipped."""
     topic = settings.topics.events
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"orderstatus-tail-{uuid.uuid4().hex[:8]}",  # assigns only, never commits
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    consumer = Consumer(kafka_config.tail_reader(settings))
     printed = 0
     try:
         consumer.assign(_starts(consumer, topic, from_beginning))

@@ -141,7 +141,7 @@ def collect(settings: Settings, deadline_s: float = 120.0) -> Evidence:
         changes = [ChangeRow(*row) for row in conn.execute(event_queries.STATUS_CHANGES)]
     events = []
     topic = settings.topics.events
-    for message in read_to_end(settings.kafka_bootstrap_servers, topic, deadline_s=deadline_s):
+    for message in read_to_end(settings, topic, deadline_s=deadline_s):
         where = "{}:{}:{}".format(*position(message))
         try:
             event = decode_cloud_event(message.value() or b"")

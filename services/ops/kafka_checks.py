@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient
 
+from services.core import kafka_config
 from services.core.kafka_records import NotReadToEnd, messages_to_end
 from services.core.settings import Settings
 from services.observability.kafka_lag import (
@@ -16,14 +17,7 @@ from services.observability.kafka_lag import (
 
 
 def admin(settings: Settings) -> AdminClient:
-    # log_level 4: librdkafka's info lines (e.g. on closing) would clutter doctor's report
-    return AdminClient(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "socket.timeout.ms": 5000,
-            "log_level": 4,
-        }
-    )
+    return AdminClient(kafka_config.doctor_admin(settings))
 
 
 def broker_count(settings: Settings, timeout: float = 5.0) -> int:
@@ -56,7 +50,7 @@ def count_messages(settings: Settings, topic: str, deadline_s: float = 10.0) -> 
     counted = 0
     try:
         for _ in messages_to_end(
-            settings.kafka_bootstrap_servers,
+            settings,
             topic,
             deadline_s=deadline_s,
             client_id="orderstatus-doctor",

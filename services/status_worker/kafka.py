@@ -9,12 +9,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from services.core.kafka_records import position
-from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,55 +31,6 @@ class OutRecord:
 
 class TransactionAborted(Exception):
     """The Kafka transaction was aborted: nothing of it is visible; the batch must be redone."""
-
-
-def consumer_config(settings: Settings) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": settings.worker_group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-        "session.timeout.ms": settings.worker_session_timeout_ms,
-        "heartbeat.interval.ms": max(1000, settings.worker_session_timeout_ms // 3),
-        "fetch.wait.max.ms": settings.worker_fetch_wait_max_ms,
-        "client.id": f"status-worker-{settings.worker_id}",
-        # The per-batch check of the committed offsets waits for stable offsets and retries with
-        # this backoff while the previous transaction's commit is being completed.
-        **retry_backoff(settings),
-    }
-    if settings.worker_static_membership:
-        # A restarted worker (same WORKER_ID) takes its partitions back at once, with no rebalance.
-        config["group.instance.id"] = f"{settings.worker_group_id}.{settings.worker_id}"
-    return config
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        # Stable per worker slot: a restarted worker fences and aborts its predecessor's open
-        # transaction at once instead of leaving it to block read_committed readers until timeout.
-        "transactional.id": f"{settings.worker_group_id}.{settings.worker_id}",
-        "transaction.timeout.ms": settings.worker_transaction_timeout_ms,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 1,
-        "client.id": f"status-worker-{settings.worker_id}",
-        # The coordinator answers CONCURRENT_TRANSACTIONS to a new transaction while the
-        # previous one's markers are written: each such answer costs one retry backoff.
-        **retry_backoff(settings),
-    }
-
-
-def retry_backoff(settings: Settings) -> dict[str, Any]:
-    """The retry backoff of both clients. (socket.nagle.disable was measured too: no difference
-    for the worker, whose transaction is a chain of request-response calls.)"""
-    backoff = settings.worker_kafka_retry_backoff_ms
-    return {
-        "retry.backoff.ms": backoff,
-        "retry.backoff.max.ms": max(backoff, settings.worker_kafka_retry_backoff_max_ms),
-    }
 
 
 def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:

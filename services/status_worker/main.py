@@ -12,6 +12,7 @@ from types import FrameType
 from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import start_http_server
 
+from services.core import kafka_config
 from services.core.command_signing import signing_keys, signing_refusal
 from services.core.jsonlog import configure_logging
 from services.core.kafka_admin import ensure_topics
@@ -29,8 +30,6 @@ from services.status_worker.kafka import (
     RESTART_EXIT_CODE,
     STUCK_GRACE_S,
     TransactionalPublisher,
-    consumer_config,
-    producer_config,
 )
 from services.status_worker.outputs import Destinations
 from services.status_worker.pipeline import StatusWorker
@@ -108,8 +107,8 @@ def run(settings: Settings | None = None) -> None:
     ensure_topics(settings)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
-    consumer = Consumer(consumer_config(settings))
-    producer = Producer(producer_config(settings))
+    consumer = Consumer(kafka_config.worker_consumer(settings))
+    producer = Producer(kafka_config.worker_producer(settings))
     database = WorkerDatabase(settings.database_url)
     worker, source = build_worker(settings, consumer, producer, database, stop)
     log.info(

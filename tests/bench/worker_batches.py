@@ -18,6 +18,7 @@ import httpx
 import psycopg
 from confluent_kafka import Producer
 
+from services.core import kafka_config
 from services.core.settings import Settings
 from tests.stack import ServiceProcess, free_port, isolated_settings
 from tests.topics import change_command, command_record, create_command, produce
@@ -107,7 +108,7 @@ def paced(base: Settings, log_dir: Path, rate: float, seconds: float) -> dict[st
     with isolated_settings(base) as settings:
         port = free_port()
         worker = ServiceProcess("worker", settings, log_dir, worker_metrics_port=port).start()
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 1})
+        producer = Producer({**kafka_config.client(settings), "linger.ms": 1})
         try:
             before = scrape(port)
             records = order_records(int(rate * seconds) // (1 + len(STEPS)))

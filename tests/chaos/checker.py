@@ -19,6 +19,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from services.command_api.dispatch import outcome_reply
+from services.core import kafka_config
 from services.core.events import decode_cloud_event
 from services.core.kafka_records import header
 from services.core.messages import CommandResult, Outcome
@@ -388,13 +389,7 @@ def wait_until_drained(settings: Settings, timeout_s: float = 180) -> float:
     published too); returns the seconds waited. Raises TimeoutError when it never gets there."""
     started = time.monotonic()
     topic = settings.topics.commands
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": settings.worker_group_id,  # never subscribes: reads the commits only
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = Consumer(kafka_config.worker_offsets_reader(settings))  # reads the commits only
     try:
         partitions = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         while time.monotonic() - started < timeout_s:

@@ -171,7 +171,7 @@ def test_a_reason_with_control_or_bidi_characters_is_refused(
 
 
 def _first_command(settings: Settings, deadline_s: float = 20) -> Any:
-    consumer = Consumer(assign_only_reader(settings.kafka_bootstrap_servers, "test-commands"))
+    consumer = Consumer(assign_only_reader(settings, "test-commands"))
     topic = settings.topics.commands
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
