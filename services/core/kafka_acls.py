@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._acl import AclBinding, AclBindingFilter, AclOperation, AclPermissionType
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
+from services.core import kafka_config
 from services.core.kafka_principals import Role, principal_name
 from services.core.settings import Settings
 
@@ -101,19 +102,22 @@ def bindings(chosen: Iterable[Grant]) -> list[AclBinding]:
     return [binding for grant in chosen for binding in grant.bindings()]
 
 
-def apply_acls(admin: AdminClient, settings: Settings, timeout: float = 30.0) -> int:
-    """Creates every ACL of `settings` (creating one that exists is a no-op); returns how many."""
+def apply_acls(settings: Settings, timeout: float = 30.0) -> int:
+    """Creates every ACL of `settings` (creating one that exists is a no-op), connecting as the
+    settings' principal (the operator); returns how many."""
     wanted = bindings(grants(settings))
+    admin = AdminClient(kafka_config.admin(settings))
     for future in admin.create_acls(wanted, request_timeout=timeout).values():
         future.result()
     log.info("kafka acls applied", extra={"evt": "kafka_acls_applied", "acls": len(wanted)})
     return len(wanted)
 
 
-def remove_acls(admin: AdminClient, settings: Settings, timeout: float = 30.0) -> int:
+def remove_acls(settings: Settings, timeout: float = 30.0) -> int:
     """Deletes the ACLs scoped to the settings' topic prefix and groups (not the shared ones, which
     other prefixes on the same broker use too); returns how many the broker deleted."""
     filters = [_exact_filter(b) for b in bindings(g for g in grants(settings) if not g.shared)]
+    admin = AdminClient(kafka_config.admin(settings))
     deleted = 0
     for future in admin.delete_acls(filters, request_timeout=timeout).values():
         try:

@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 
+from pydantic import SecretStr
+
+from services.core.settings import Settings
+
 
 class Role(StrEnum):
     """Who connects: each process kind has its own principal, so the ACLs can tell them apart."""
@@ -28,4 +32,26 @@ def local_password(role: Role) -> str:
     """$KAFKA_PASSWORD_<ROLE>, else the public dev password of the local stack."""
     return os.environ.get(f"KAFKA_PASSWORD_{role.value.upper()}") or (
         f"orderstatus-{role.value}-dev-password"
+    )
+
+
+PROCESS_ROLES: dict[str, Role] = {
+    "api": Role.API,
+    "worker": Role.WORKER,
+    "notifier": Role.NOTIFIER,
+    "figures": Role.FIGURES,
+}
+"""`orderstatus <kind>` -> the principal that process logs in as."""
+
+
+def as_principal(settings: Settings, role: Role) -> Settings:
+    """`settings` logging in as `role` with its local password (unchanged without SASL): how the
+    test stack, chaos and benchmarks start each process with its own credentials."""
+    if not settings.kafka_security_protocol.startswith("SASL_"):
+        return settings
+    return settings.model_copy(
+        update={
+            "kafka_sasl_username": principal_name(role),
+            "kafka_sasl_password": SecretStr(local_password(role)),
+        }
     )

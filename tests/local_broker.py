@@ -1,0 +1,67 @@
+"""A Kafka broker of a test's own, started by deploy/local/kafka.sh in a directory of its own and on
+free ports (as tests/chaos does), so a test may run it with SASL and ACLs whatever the shared
+broker's mode, and never touches the shared one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from services.core.kafka_principals import Role, local_password, principal_name
+from services.core.settings import Settings
+
+KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "local" / "kafka.sh"
+
+
+def sasl_identity(role: Role) -> dict[str, object]:
+    """The settings a client of `role` connects with (SASL/SCRAM-SHA-512, the local passwords)."""
+    return {
+        "kafka_security_protocol": "SASL_PLAINTEXT",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_sasl_username": principal_name(role),
+        "kafka_sasl_password": SecretStr(local_password(role)),
+    }
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    root: Path
+    port: int
+    controller_port: int
+    security: str = "sasl"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "ORDERSTATUS_LOCAL_DIR": str(self.root),
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "KAFKA_SECURITY": self.security,
+            "KAFKA_HEAP": "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1",
+        }
+
+    def script(self, action: str, timeout: float = 120) -> None:
+        done = subprocess.run(
+            [str(KAFKA_SCRIPT), action],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka.sh {action} failed:\n{done.stderr[-3000:]}")
+
+    def settings(self, base: Settings, role: Role = Role.OPERATOR) -> Settings:
+        """`base` pointed at this broker, connecting as `role`."""
+        return base.model_copy(
+            update={"kafka_bootstrap_servers": self.bootstrap, **sasl_identity(role)}
+        )
