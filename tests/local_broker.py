@@ -9,22 +9,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from services.core.kafka_principals import Role, local_password, principal_name
+from services.core.kafka_principals import Role, sasl_identity
 from services.core.settings import Settings
 
 KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "local" / "kafka.sh"
-
-
-def sasl_identity(role: Role) -> dict[str, object]:
-    """The settings a client of `role` connects with (SASL/SCRAM-SHA-512, the local passwords)."""
-    return {
-        "kafka_security_protocol": "SASL_PLAINTEXT",
-        "kafka_sasl_mechanism": "SCRAM-SHA-512",
-        "kafka_sasl_username": principal_name(role),
-        "kafka_sasl_password": SecretStr(local_password(role)),
-    }
 
 
 @dataclass(frozen=True)

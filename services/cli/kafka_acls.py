@@ -29,10 +29,19 @@ def _prefixed(settings: Settings, args: argparse.Namespace) -> Settings:
 
 
 def run_apply(settings: Settings, args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaError, KafkaException
+
     from services.core.kafka_acls import apply_acls
 
     chosen = _prefixed(settings, args)
-    count = apply_acls(chosen)
+    try:
+        count = apply_acls(chosen)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.SECURITY_DISABLED:
+            raise
+        # A plaintext local broker (KAFKA_SECURITY=plaintext): nothing is authorized, so no ACLs.
+        print("kafka acls: none applied, the broker has no authorizer (KAFKA_SECURITY=plaintext)")
+        return 0
     print(f"kafka acls applied: {count} for prefix {chosen.kafka_topic_prefix!r}")
     return 0
 

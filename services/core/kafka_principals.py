@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from enum import StrEnum
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -28,11 +29,18 @@ def principal_name(role: Role) -> str:
     return f"orderstatus-{role.value}"
 
 
+def dev_password(role: Role) -> str:
+    """Public (it is in this repository): fit for a local stack only; doctor fails on it elsewhere."""
+    return f"orderstatus-{role.value}-dev-password"
+
+
 def local_password(role: Role) -> str:
     """$KAFKA_PASSWORD_<ROLE>, else the public dev password of the local stack."""
-    return os.environ.get(f"KAFKA_PASSWORD_{role.value.upper()}") or (
-        f"orderstatus-{role.value}-dev-password"
-    )
+    return os.environ.get(f"KAFKA_PASSWORD_{role.value.upper()}") or dev_password(role)
+
+
+def is_dev_password(username: str | None, password: str) -> bool:
+    return any(username == principal_name(r) and password == dev_password(r) for r in Role)
 
 
 PROCESS_ROLES: dict[str, Role] = {
@@ -44,14 +52,22 @@ PROCESS_ROLES: dict[str, Role] = {
 """`orderstatus <kind>` -> the principal that process logs in as."""
 
 
+def sasl_identity(role: Role) -> dict[str, Any]:
+    """Settings (a model_copy update) of a client of `role` on a local broker with SASL."""
+    return {
+        "kafka_security_protocol": "SASL_PLAINTEXT",
+        "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        "kafka_sasl_username": principal_name(role),
+        "kafka_sasl_password": SecretStr(local_password(role)),
+    }
+
+
 def as_principal(settings: Settings, role: Role) -> Settings:
     """`settings` logging in as `role` with its local password (unchanged without SASL): how the
     test stack, chaos and benchmarks start each process with its own credentials."""
     if not settings.kafka_security_protocol.startswith("SASL_"):
         return settings
+    identity = sasl_identity(role)
     return settings.model_copy(
-        update={
-            "kafka_sasl_username": principal_name(role),
-            "kafka_sasl_password": SecretStr(local_password(role)),
-        }
+        update={k: identity[k] for k in ("kafka_sasl_username", "kafka_sasl_password")}
     )
