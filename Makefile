@@ -31,7 +31,7 @@ export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_
 # authenticates every client (SASL/SCRAM-SHA-512) and authorizes it by ACLs. The CLI and the tests
 # log in as the operator; deploy/local/services.sh and the test stack start each service as its own
 # principal. Passwords: KAFKA_PASSWORD_<ROLE>, else the public dev ones (deploy/local/kafka-credentials.sh).
-KAFKA_SECURITY ?= plaintext
+KAFKA_SECURITY ?= sasl
 export KAFKA_SECURITY
 ifeq ($(KAFKA_SECURITY),sasl)
 KAFKA_SECURITY_PROTOCOL ?= SASL_PLAINTEXT
@@ -41,7 +41,7 @@ KAFKA_SASL_PASSWORD ?= $(or $(KAFKA_PASSWORD_OPERATOR),orderstatus-operator-dev-
 export KAFKA_SECURITY_PROTOCOL KAFKA_SASL_MECHANISM KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD
 endif
 
-.PHONY: help install infra migrate up down status test lint chaos bench logs clean dashboards doctor
+.PHONY: help install infra migrate up down status test lint chaos bench logs clean dashboards doctor kafka-env
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -126,6 +126,13 @@ bench: migrate ## Project vs direct-PostgreSQL baseline, <= 15 min; writes docs/
 
 dashboards: $(VENV)/.installed ## Regenerate deploy/grafana/dashboards from services/observability/dashboard.py
 	$(BIN)/python -m services.observability.dashboard
+
+kafka-env: ## The operator's Kafka settings as exports, for tools run by hand: eval "$(make -s kafka-env)"
+	@echo "export KAFKA_SECURITY=$(KAFKA_SECURITY)"
+	@if [[ $(KAFKA_SECURITY) == sasl ]]; then \
+	  echo "export KAFKA_SECURITY_PROTOCOL=$(KAFKA_SECURITY_PROTOCOL) KAFKA_SASL_MECHANISM=$(KAFKA_SASL_MECHANISM)"; \
+	  echo "export KAFKA_SASL_USERNAME=$(KAFKA_SASL_USERNAME) KAFKA_SASL_PASSWORD=$(KAFKA_SASL_PASSWORD)"; \
+	fi
 
 doctor: ## orderstatus doctor against the running local stack (exit 1 when red)
 	$(BIN)/orderstatus doctor

@@ -6,7 +6,7 @@
 #   deploy/local/kafka.sh status
 # Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), KAFKA_HEAP ("-Xms256m -Xmx1g"),
 #      KAFKA_START_TIMEOUT (60), JAVA (java), ORDERSTATUS_LOCAL_DIR (.local; see lib.sh),
-#      KAFKA_SECURITY (plaintext | sasl: SASL/SCRAM-SHA-512 clients, ACLs; docs/security.md),
+#      KAFKA_SECURITY (sasl: SASL/SCRAM-SHA-512 clients and ACLs, docs/security.md; or plaintext),
 #      KAFKA_PASSWORD_<ROLE> (the principals' passwords; see kafka-credentials.sh).
 # With sasl, the SCRAM users are written when storage is formatted; storage formatted for other
 # users or passwords (or without SASL) is formatted again, which drops its topics.
@@ -21,7 +21,7 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx1g}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 JAVA="${JAVA:-java}"
-KAFKA_SECURITY="${KAFKA_SECURITY:-plaintext}"
+KAFKA_SECURITY="${KAFKA_SECURITY:-sasl}"
 case $KAFKA_SECURITY in plaintext | sasl) ;; *) die "KAFKA_SECURITY must be plaintext or sasl" ;; esac
 
 KAFKA_SRC="$REPO_ROOT/deploy/kafka"
@@ -62,7 +62,7 @@ render_config() {
   [[ $KAFKA_SECURITY == sasl ]] && protocol=SASL_PLAINTEXT
   {
     cat "$KAFKA_SRC/server.properties.template"
-    [[ $KAFKA_SECURITY == sasl ]] && cat "$KAFKA_SRC/server-sasl.properties.template"
+    if [[ $KAFKA_SECURITY == sasl ]]; then cat "$KAFKA_SRC/server-sasl.properties.template"; fi
   } | sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
       -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
       -e "s|@KAFKA_LOG_DIRS@|$KAFKA_DATA|g" \
@@ -141,6 +141,10 @@ start() {
   local pid
   if pid=$(pid_of kafka "$PID_MARKER"); then
     say "already running (pid $pid) on $BOOTSTRAP"
+    local running=plaintext
+    grep -q '^sasl.enabled.mechanisms=' "$KAFKA_PROPS" 2>/dev/null && running=sasl
+    [[ $running == "$KAFKA_SECURITY" ]] \
+      || die "it runs with KAFKA_SECURITY=$running, not $KAFKA_SECURITY: restart it ($0 stop, then start)"
     wait_until "$KAFKA_START_TIMEOUT" kafka ready
     return 0
   fi

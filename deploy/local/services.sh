@@ -18,7 +18,7 @@ COMPONENT=services
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=deploy/local/kafka-credentials.sh
 source "$(dirname "${BASH_SOURCE[0]}")/kafka-credentials.sh"
-KAFKA_SECURITY="${KAFKA_SECURITY:-plaintext}"
+KAFKA_SECURITY="${KAFKA_SECURITY:-sasl}"
 
 API_PORT="${API_PORT:-8000}"
 WORKER_METRICS_PORT="${WORKER_METRICS_PORT:-9101}"
