@@ -6,21 +6,28 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.core.kafka_principals import Role, sasl_identity
 from services.core.settings import Settings
+from tests.stack import free_port
 
 KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "local" / "kafka.sh"
 
 
 @dataclass(frozen=True)
 class LocalBroker:
+    """`with LocalBroker.started(directory, ...) as broker`: running inside, stopped after."""
+
     root: Path
     port: int
     controller_port: int
     security: str = "sasl"
+    tls_dir: Path | None = None
+    """With a broker.pem (key and chain) and ca.pem: the client listener is SASL_SSL."""
 
     @property
     def bootstrap(self) -> str:
@@ -34,6 +41,7 @@ class LocalBroker:
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
             "KAFKA_SECURITY": self.security,
             "KAFKA_HEAP": "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1",
+            "KAFKA_TLS_DIR": str(self.tls_dir or ""),
         }
 
     def script(self, action: str, timeout: float = 120) -> None:
@@ -47,6 +55,16 @@ class LocalBroker:
         )
         if done.returncode != 0:
             raise RuntimeError(f"kafka.sh {action} failed:\n{done.stderr[-3000:]}")
+
+    @classmethod
+    @contextmanager
+    def started(cls, root: Path, tls_dir: Path | None = None) -> Iterator[LocalBroker]:
+        broker = cls(root, free_port(), free_port(), tls_dir=tls_dir)
+        broker.script("start")
+        try:
+            yield broker
+        finally:
+            broker.script("stop")
 
     def settings(self, base: Settings, role: Role = Role.OPERATOR) -> Settings:
         """`base` pointed at this broker, connecting as `role`."""

@@ -7,7 +7,9 @@
 # Env: KAFKA_PORT (19092), KAFKA_CONTROLLER_PORT (19093), KAFKA_HEAP ("-Xms256m -Xmx1g"),
 #      KAFKA_START_TIMEOUT (60), JAVA (java), ORDERSTATUS_LOCAL_DIR (.local; see lib.sh),
 #      KAFKA_SECURITY (sasl: SASL/SCRAM-SHA-512 clients and ACLs, docs/security.md; or plaintext),
-#      KAFKA_PASSWORD_<ROLE> (the principals' passwords; see kafka-credentials.sh).
+#      KAFKA_PASSWORD_<ROLE> (the principals' passwords; see kafka-credentials.sh),
+#      KAFKA_TLS_DIR (with sasl: the client listener is SASL_SSL with $KAFKA_TLS_DIR/broker.pem, its
+#      PKCS#8 key and certificate chain, and ca.pem, the CA its clients and itself trust).
 # With sasl, the SCRAM users are written when storage is formatted; storage formatted for other
 # users or passwords (or without SASL) is formatted again, which drops its topics.
 COMPONENT=kafka
@@ -22,6 +24,7 @@ KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx1g}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 JAVA="${JAVA:-java}"
 KAFKA_SECURITY="${KAFKA_SECURITY:-sasl}"
+KAFKA_TLS_DIR="${KAFKA_TLS_DIR:-}"
 case $KAFKA_SECURITY in plaintext | sasl) ;; *) die "KAFKA_SECURITY must be plaintext or sasl" ;; esac
 
 KAFKA_SRC="$REPO_ROOT/deploy/kafka"
@@ -56,17 +59,33 @@ install() {
 
 storage_tool() { "$JAVA" -cp "$KAFKA_LIB/*" kafka.tools.StorageTool "$@"; }
 
+# client_protocol: what the client listener speaks.
+client_protocol() {
+  if [[ $KAFKA_SECURITY == plaintext ]]; then
+    echo PLAINTEXT
+  elif [[ -n $KAFKA_TLS_DIR ]]; then
+    echo SASL_SSL
+  else
+    echo SASL_PLAINTEXT
+  fi
+}
+
 render_config() {
   mkdir -p "$KAFKA_DATA"
-  local protocol=PLAINTEXT
-  [[ $KAFKA_SECURITY == sasl ]] && protocol=SASL_PLAINTEXT
+  local controller=PLAINTEXT
+  [[ $KAFKA_SECURITY == sasl ]] && controller=SASL_PLAINTEXT
   {
     cat "$KAFKA_SRC/server.properties.template"
     if [[ $KAFKA_SECURITY == sasl ]]; then cat "$KAFKA_SRC/server-sasl.properties.template"; fi
+    if [[ $(client_protocol) == SASL_SSL ]]; then
+      printf '%s\n' "" "# KAFKA_TLS_DIR: TLS on the client listener (PEM files)." \
+        ssl.keystore.type=PEM "ssl.keystore.location=$KAFKA_TLS_DIR/broker.pem" \
+        ssl.truststore.type=PEM "ssl.truststore.location=$KAFKA_TLS_DIR/ca.pem"
+    fi
   } | sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
       -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
       -e "s|@KAFKA_LOG_DIRS@|$KAFKA_DATA|g" \
-      -e "s|@CLIENT_PROTOCOL@|$protocol|g" -e "s|@CONTROLLER_PROTOCOL@|$protocol|g" \
+      -e "s|@CLIENT_PROTOCOL@|$(client_protocol)|g" -e "s|@CONTROLLER_PROTOCOL@|$controller|g" \
       -e "s|@OPERATOR_USER@|$(kafka_user operator)|g" \
       -e "s|@OPERATOR_PASSWORD@|$(kafka_password operator)|g" >"$KAFKA_PROPS"
   chmod 600 "$KAFKA_PROPS"
@@ -120,14 +139,17 @@ ready() {
   if "$VENV_PY" -c 'import confluent_kafka' 2>/dev/null; then
     local sasl=()
     [[ $KAFKA_SECURITY == sasl ]] && sasl=("$(kafka_user operator)" "$(kafka_password operator)")
-    "$VENV_PY" - "$BOOTSTRAP" "${sasl[@]}" <<'PY'
+    "$VENV_PY" - "$BOOTSTRAP" "$(client_protocol)" "$KAFKA_TLS_DIR" "${sasl[@]}" <<'PY'
 import sys
 from confluent_kafka.admin import AdminClient
 
-config = {"bootstrap.servers": sys.argv[1], "log_level": 0}
-if len(sys.argv) > 2:  # as the operator, over SASL/SCRAM-SHA-512
-    config.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
-                   "sasl.username": sys.argv[2], "sasl.password": sys.argv[3]})
+bootstrap, protocol, tls_dir = sys.argv[1:4]
+config = {"bootstrap.servers": bootstrap, "log_level": 0, "security.protocol": protocol}
+if protocol.startswith("SASL_"):  # as the operator, SCRAM-SHA-512
+    config.update({"sasl.mechanism": "SCRAM-SHA-512",
+                   "sasl.username": sys.argv[4], "sasl.password": sys.argv[5]})
+if protocol == "SASL_SSL":
+    config["ssl.ca.location"] = f"{tls_dir}/ca.pem"
 admin = AdminClient(config)
 md = admin.list_topics(timeout=3)
 sys.exit(0 if md.brokers else 1)

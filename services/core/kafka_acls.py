@@ -6,6 +6,7 @@ refused; the operator is the super user and needs no ACL. docs/security.md lists
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -109,8 +110,35 @@ def apply_acls(settings: Settings, timeout: float = 30.0) -> int:
     admin = AdminClient(kafka_config.admin(settings))
     for future in admin.create_acls(wanted, request_timeout=timeout).values():
         future.result()
+    _wait_until_in_force(admin, wanted, timeout)
     log.info("kafka acls applied", extra={"evt": "kafka_acls_applied", "acls": len(wanted)})
     return len(wanted)
+
+
+# None matches any name, principal and host (confluent-kafka's documented filter; its hints say str).
+ANY_ACL = AclBindingFilter(
+    ResourceType.ANY,
+    None,  # type: ignore[arg-type]
+    ResourcePatternType.ANY,
+    None,  # type: ignore[arg-type]
+    None,  # type: ignore[arg-type]
+    AclOperation.ANY,
+    AclPermissionType.ANY,
+)
+
+
+def _wait_until_in_force(admin: AdminClient, wanted: list[AclBinding], timeout: float) -> None:
+    """create_acls returns once the controller has them; the broker authorizes with its own copy,
+    a moment later (a client started at once was refused, seen in tests). The broker answers
+    DescribeAcls from that copy: wait until it lists every one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        described = admin.describe_acls(ANY_ACL, request_timeout=timeout).result()
+        if set(wanted) <= set(described):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(set(wanted) - set(described))} ACLs not in force")
+        time.sleep(0.1)
 
 
 def remove_acls(settings: Settings, timeout: float = 30.0) -> int:

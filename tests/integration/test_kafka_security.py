@@ -21,7 +21,7 @@ from services.core.kafka_records import command_record
 from services.core.settings import Settings
 from tests.e2e.test_signed_records import FORGER, dead_letter_reasons, outcome_of, unsigned
 from tests.local_broker import LocalBroker
-from tests.stack import ServiceProcess, free_port, isolated_settings
+from tests.stack import ServiceProcess, isolated_settings
 from tests.topics import TEST_KEYS, change_command, create_command, high_watermarks, produce
 
 SASL = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512"}
@@ -42,12 +42,8 @@ def config(broker: LocalBroker, role: Role | None, password: str | None = None) 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    broker = LocalBroker(tmp_path_factory.mktemp("sasl-broker"), free_port(), free_port())
-    broker.script("start")
-    try:
+    with LocalBroker.started(tmp_path_factory.mktemp("sasl-broker")) as broker:
         yield broker
-    finally:
-        broker.script("stop")
 
 
 @pytest.fixture(scope="module")
