@@ -158,27 +158,6 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> ServiceProcess:
-        if wait and self.kind == "figures":
-            return self._start_figures()
-        return self._spawn(wait)
-
-    def _start_figures(self, attempts: int = 3, timeout: float = 60) -> ServiceProcess:
-        """faust-streaming 0.15.3 (aiokafka) sometimes never joins its consumer group after
-        'Recovery: Starting' (seen in about one start in ten over the whole suite, on a quiet
-        machine too); a fresh process joins. Known defect, noted in docs/figures.md: until it is
-        found, the tests give the app `attempts` starts of `timeout` seconds each."""
-        for attempt in range(attempts):
-            self._spawn(wait=False)
-            try:
-                self.wait_ready(timeout)
-                return self
-            except TimeoutError:
-                if attempt == attempts - 1:
-                    raise
-                self.kill()
-        return self
-
-    def _spawn(self, wait: bool) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv(),

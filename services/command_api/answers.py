@@ -10,8 +10,8 @@ from typing import Any
 from uuid import UUID
 
 from services.command_api.problems import Problem
-from services.core.jsonlog import OUTCOME_EVENTS, TIMEOUT_EVENT, UNAVAILABLE_EVENT
 from services.core.messages import CommandResult, Outcome
+from services.core.outcomes import OUTCOME_NAMES, TIMEOUT_EVENT, UNAVAILABLE_EVENT
 
 COMMAND_ID_HEADER = "X-Command-ID"
 """On every answer to a command: the id to quote in GET /commands/{id}, logs and support requests."""
@@ -51,25 +51,11 @@ class Answer:
     context: LogContext = field(default_factory=LogContext)
 
 
-@dataclass(frozen=True, slots=True)
-class _ProblemOf:
-    status: int
-    kind: str
-    title: str
-
-
-_OUTCOME_PROBLEMS = {
-    Outcome.CONFLICT: _ProblemOf(409, "conflict", "Order status conflict"),
-    Outcome.FORBIDDEN: _ProblemOf(403, "order-status-forbidden", "Forbidden"),
-    Outcome.NOT_FOUND: _ProblemOf(404, "order-not-found", "Order not found"),
-    Outcome.INVALID: _ProblemOf(422, "invalid-command", "Invalid command"),
-    Outcome.ERROR: _ProblemOf(500, "order-status-exception", "Internal error"),
-}
-"""The HTTP answer of each outcome the worker refuses (applied is 200, or 201 for a creation)."""
-
-
 def outcome_problem(result: CommandResult) -> Problem:
-    of = _OUTCOME_PROBLEMS[result.outcome]
+    """The problem+json of an outcome the worker refused (services/core/outcomes.py names it)."""
+    names = OUTCOME_NAMES[result.outcome]
+    assert names.problem is not None, f"{result.outcome} is no refusal"
+    of = names.problem
     extra: dict[str, Any] = {"command_id": result.command_id}
     kind, detail = of.kind, result.detail
     if result.outcome is Outcome.CONFLICT:
@@ -79,7 +65,7 @@ def outcome_problem(result: CommandResult) -> Problem:
             extra |= {"current_version": result.order.version}
     elif result.outcome is Outcome.ERROR:
         detail = "The command could not be applied."
-    return Problem(of.status, kind, of.title, detail, extra)
+    return Problem(names.http_status, kind, of.title, detail, extra)
 
 
 def outcome_reply(
@@ -92,7 +78,7 @@ def outcome_reply(
         body = order.model_dump(mode="json")  # as GET /orders/{id} serialises it
         if result.command_type == "create_order":
             return 201, body, {"Location": f"/orders/{order.order_id}"}
-        return 200, body, {}
+        return OUTCOME_NAMES[Outcome.APPLIED].http_status, body, {}
     problem = outcome_problem(result)
     return problem.status, problem.body(instance), {}
 
@@ -100,7 +86,7 @@ def outcome_reply(
 def outcome_answer(result: CommandResult, *, replay: bool = False) -> Answer:
     """The answer to a command whose outcome is known."""
     context = LogContext(
-        evt=OUTCOME_EVENTS[result.outcome],
+        evt=OUTCOME_NAMES[result.outcome].evt,
         command_id=str(result.command_id),
         order_id=str(result.order_id),
         idempotent_replay=replay,

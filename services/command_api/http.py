@@ -36,7 +36,9 @@ from services.core.messages import (
     ChangeStatus,
     CreateOrder,
     OrderView,
+    Outcome,
 )
+from services.core.outcomes import OUTCOME_NAMES
 from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.observability.api_metrics import ApiMetrics, route_template
@@ -323,12 +325,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(request, Problem(exc.status_code, "http-error", str(exc.detail)))
 
     async def on_unhandled(request: Request, exc: Exception) -> Response:
-        log_context(request).evt = "order_status_exception"
-        log.exception(
-            "unhandled error",
-            extra={"evt": "order_status_exception", "rid": request_id(request)},
-        )
-        return problem_response(request, Problem(500, "order-status-exception", "Internal error"))
+        """Answered and logged as the outcome `error` is (services/core/outcomes.py)."""
+        error = OUTCOME_NAMES[Outcome.ERROR]
+        assert error.problem is not None
+        log_context(request).evt = error.evt
+        log.exception("unhandled error", extra={"evt": error.evt, "rid": request_id(request)})
+        problem = Problem(error.http_status, error.problem.kind, error.problem.title)
+        return problem_response(request, problem)
 
     async def on_database_unavailable(request: Request, exc: Exception) -> Response:
         # Not a bug of ours and not the caller's: say so, and when to come back.

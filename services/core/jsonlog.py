@@ -10,23 +10,6 @@ from typing import Any
 
 import orjson
 
-from services.core.messages import Outcome
-
-# The `evt` of the log line (and the Sentry message, with dashes) that reports each outcome: the
-# names the runbook searches for.
-OUTCOME_EVENTS = {
-    Outcome.APPLIED: "order_status_success",
-    Outcome.CONFLICT: "order_status_conflict",
-    Outcome.FORBIDDEN: "order_status_forbidden",
-    Outcome.NOT_FOUND: "order_status_not_found",
-    Outcome.INVALID: "order_status_invalid",
-    Outcome.ERROR: "order_status_exception",
-}
-UNAVAILABLE_EVENT = "order_status_unavailable"
-"""The API's answer when Kafka did not take a command: no outcome, nothing happened."""
-TIMEOUT_EVENT = "order_status_timeout"
-"""The API's answer when a command's outcome did not come within the reply timeout."""
-
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 

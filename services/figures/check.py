@@ -8,12 +8,18 @@ from typing import Any
 
 import psycopg
 
+from services.core.messages import Outcome
+from services.core.outcomes import OUTCOME_NAMES
 from services.core.statuses import FINAL_STATUSES
 from services.figures import aggregates as agg
 from services.figures import queries
 
 FLOAT_SLACK = 1e-9
-REFUSAL_TYPES = {"order_status_conflict": "conflicts", "order_status_forbidden": "forbidden"}
+REFUSAL_TYPES = {
+    OUTCOME_NAMES[Outcome.CONFLICT].evt: "conflicts",
+    OUTCOME_NAMES[Outcome.FORBIDDEN].evt: "forbidden",
+}
+"""widget_events' types (the worker writes the outcome's evt) -> the figure that counts them."""
 
 
 def sql_figures(conn: psycopg.Connection[Any], figures: dict[str, Any]) -> dict[str, Any]:

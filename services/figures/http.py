@@ -1,5 +1,13 @@
 """The figures app's web server: the live page, the JSON views, /metrics and /readyz. FastAPI,
-served by uvicorn inside faust's event loop, so the handlers read the tables directly."""
+served by uvicorn inside faust's event loop, so the handlers read the tables directly.
+
+Every handler is `async def`, on purpose: Starlette runs a plain `def` handler in a worker thread,
+and the first touch of faust's TableManager from a thread binds it to that thread's new event
+loop, which never runs (mode's `Service.loop` late-binds with `get_event_loop()`; faust 0.15.3
+creates the TableManager without a loop). A /readyz poll that came before the manager's first use
+in faust's loop left its "tables registered" wait on that dead loop: the worker logged
+'Recovery: Starting' and never subscribed, so it never joined its group (docs/figures.md). The
+table reads are also not thread-safe against the agents that write them."""
 
 from __future__ import annotations
 
@@ -52,24 +60,24 @@ def create_web_app(figures: FiguresApp, metrics: FiguresMetrics) -> FastAPI:
     web = FastAPI(title="Order Status figures", docs_url=None, redoc_url=None)
 
     @web.get("/readyz")
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         ready = figures.ready
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @web.get("/metrics")
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @web.get("/restaurants/{restaurant_id}/figures")
-    def restaurant_figures(restaurant_id: UUID) -> dict[str, Any]:
+    async def restaurant_figures(restaurant_id: UUID) -> dict[str, Any]:
         return figures.figures(str(restaurant_id)).to_json()
 
     @web.get("/figures")
-    def all_figures() -> dict[str, Any]:
+    async def all_figures() -> dict[str, Any]:
         return overview(figures)
 
     @web.get("/", response_class=HTMLResponse)
-    def live_page() -> str:
+    async def live_page() -> str:
         return page.render(overview(figures))
 
     return web

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import Scope
 
-from services.core.jsonlog import OUTCOME_EVENTS, TIMEOUT_EVENT, UNAVAILABLE_EVENT
+from services.core.outcomes import OUTCOME_NAMES, TIMEOUT_EVENT, UNAVAILABLE_EVENT
 from services.observability import slis
 
 UNMATCHED = "unmatched"
@@ -34,7 +34,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5,
 """0.3 s is the runbook's PATCH p95 objective: the histogram must have that edge."""
 
 OUTCOME_OF_EVENT = {
-    **{evt: outcome.value for outcome, evt in OUTCOME_EVENTS.items()},
+    **{names.evt: names.metric for names in OUTCOME_NAMES.values()},
     UNAVAILABLE_EVENT: "unavailable",
     TIMEOUT_EVENT: "timeout",
 }

@@ -18,19 +18,18 @@ import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.types import Event, Hint
 
-from services.core.jsonlog import OUTCOME_EVENTS
 from services.core.messages import Outcome
+from services.core.outcomes import OUTCOME_NAMES
 from services.core.settings import Settings
 
-CONFLICT = "order-status-conflict"
-FORBIDDEN = "order-status-forbidden"
-EXCEPTION = "order-status-exception"
-SUCCESS = "order-status-success"
+CONFLICT = OUTCOME_NAMES[Outcome.CONFLICT].sentry_name
+FORBIDDEN = OUTCOME_NAMES[Outcome.FORBIDDEN].sentry_name
+EXCEPTION = OUTCOME_NAMES[Outcome.ERROR].sentry_name
+SUCCESS = OUTCOME_NAMES[Outcome.APPLIED].sentry_name
 WORKER_TRANSACTION = "order-status-command"
 
 MESSAGE_OF_EVENT = {
-    OUTCOME_EVENTS[outcome]: OUTCOME_EVENTS[outcome].replace("_", "-")
-    for outcome in (Outcome.CONFLICT, Outcome.FORBIDDEN)
+    names.evt: names.sentry_name for names in OUTCOME_NAMES.values() if names.sentry_message
 }
 """The API's log `evt` of an answer -> the Sentry message sent for it."""
 
@@ -99,7 +98,11 @@ def report_answer(
             transaction.set_tag("rid", str(context["rid"]))
         if evt:
             transaction.set_tag("evt", evt)
-        if evt == "order_status_success" and method == "PATCH" and route.endswith("/status"):
+        if (
+            evt == OUTCOME_NAMES[Outcome.APPLIED].evt
+            and method == "PATCH"
+            and route.endswith("/status")
+        ):
             transaction.name = SUCCESS
             transaction.source = "custom"
     message = MESSAGE_OF_EVENT.get(evt or "")

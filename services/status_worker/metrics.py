@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, Message
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.core.messages import Outcome
+from services.core.outcomes import OUTCOME_NAMES
 from services.core.settings import Settings
 from services.observability import sentry
 from services.observability.kafka_lag import group_lag
@@ -72,8 +73,8 @@ LAG_MEASURED = Gauge(
     "When this worker last measured its consumer lag (stale = the measuring thread is stuck)",
 )
 
-for _outcome in Outcome:
-    COMMANDS.labels(_outcome.value)  # every outcome's series exists from the start, at 0
+for _names in OUTCOME_NAMES.values():
+    COMMANDS.labels(_names.metric)  # every outcome's series exists from the start, at 0
 for _reason in DEAD_LETTER_REASONS:
     DEAD_LETTERS.labels(_reason)
 

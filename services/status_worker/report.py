@@ -9,8 +9,8 @@ from datetime import datetime
 
 from confluent_kafka import Message
 
-from services.core.jsonlog import OUTCOME_EVENTS
 from services.core.messages import Outcome
+from services.core.outcomes import OUTCOME_NAMES
 from services.status_worker import metrics
 from services.status_worker.batch import DeadLetter, Finished, Settled
 
@@ -51,13 +51,14 @@ def report_command(done: Finished, now: datetime) -> None:
     item, result = done.incoming, done.processed.result
     command = item.command
     e2e = (now - command.issued_at).total_seconds()
-    metrics.COMMANDS.labels(result.outcome.value).inc()
+    names = OUTCOME_NAMES[result.outcome]
+    metrics.COMMANDS.labels(names.metric).inc()
     metrics.COMMAND_E2E_SECONDS.observe(max(e2e, 0.0))
     log.log(
         logging.ERROR if result.outcome is Outcome.ERROR else logging.INFO,
         "command processed",
         extra={
-            "evt": OUTCOME_EVENTS[result.outcome],
+            "evt": names.evt,
             "rid": command.rid,
             "duration_ms": round(e2e * 1000, 2),
             "command_id": str(command.command_id),

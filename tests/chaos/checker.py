@@ -15,19 +15,43 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from services.command_api.dispatch import outcome_reply
 from services.core import kafka_config
-from services.core.events import decode_cloud_event
 from services.core.kafka_records import header
 from services.core.messages import CommandResult, Outcome
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
-from tests.chaos import queries
 from tests.chaos.load import KeyedRequest
+from tests.exactly_once import (
+    Observed,
+    OrderRow,
+    Sent,
+    StatusChangeRow,
+    StoredOutcome,
+    VisibleEvent,
+    VisibleResult,
+    problems,
+    stored,
+    visible_events,
+    visible_results,
+)
 from tests.topics import read_topic
+
+__all__ = [
+    "Evidence",
+    "OrderRow",
+    "PublishedCommand",
+    "StatusChangeRow",
+    "StoredOutcome",
+    "Verdict",
+    "VisibleEvent",
+    "VisibleResult",
+    "check",
+    "collect",
+    "wait_until_drained",
+]
 
 EXAMPLES = 5
 """Examples kept per finding, for the report."""
@@ -38,54 +62,6 @@ class PublishedCommand:
     command_id: str
     order_id: str
     rid: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredOutcome:
-    command_id: str
-    order_id: str
-    command_type: str
-    outcome: str
-    result: dict[str, Any]
-    event: dict[str, Any] | None
-    source_partition: int | None = None
-    source_offset: int | None = None
-
-    @property
-    def source(self) -> str:
-        return f"commands {self.source_partition}:{self.source_offset}"
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChangeRow:
-    row_id: int
-    order_id: str
-    version: int
-    command_id: str
-    to_status: str
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRow:
-    order_id: str
-    status: str
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class VisibleResult:
-    command_id: str
-    duplicate: bool
-
-
-@dataclass(frozen=True, slots=True)
-class VisibleEvent:
-    event_id: str
-    order_id: str
-    version: int
-    to_status: str
     partition: int
     offset: int
 
@@ -133,6 +109,9 @@ class Verdict:
     inconsistent: Finding = field(default_factory=Finding)
     duplicate_orders: Finding = field(default_factory=Finding)
     """Keys under which more than one order was created (a retried POST without order_id)."""
+    disagreements: Finding = field(default_factory=Finding)
+    """The exactly-once rules (tests/exactly_once.py) over every published command and every order
+    the load created: the results topic, the events topic and the database against each other."""
 
     @property
     def passed(self) -> bool:
@@ -145,6 +124,7 @@ class Verdict:
             or self.out_of_order.count
             or self.inconsistent.count
             or self.duplicate_orders.count
+            or self.disagreements.count
             or self.unresolved
             or sum(self.unexpected_conflicts.values())
         )
@@ -164,7 +144,34 @@ def check(evidence: Evidence) -> Verdict:
     _check_duplicated(evidence, verdict)
     _check_order(evidence, verdict, inbox)
     _check_answers(evidence, verdict, inbox)
+    _check_stores_agree(evidence, verdict)
     return verdict
+
+
+def _check_stores_agree(evidence: Evidence, verdict: Verdict) -> None:
+    """What the load sent is what the commands topic holds (the API published it; a command the
+    API named but never published is `lost`); the orders it created are the orders of its
+    creations, but for a creation the worker refused (which creates nothing, and says so)."""
+    creates = {r.key for r in evidence.requests if r.command_type == "create_order"}
+    outcome = {o.command_id: o.outcome for o in evidence.inbox}
+    sent = Sent(
+        {c.command_id: c.order_id for c in evidence.commands},
+        frozenset(
+            c.order_id
+            for c in evidence.commands
+            if c.rid.rsplit(".", 1)[0] in creates
+            and outcome.get(c.command_id, Outcome.APPLIED) == Outcome.APPLIED
+        ),
+    )
+    seen = Observed(
+        evidence.results,
+        evidence.events,
+        evidence.inbox,
+        evidence.status_changes,
+        evidence.orders,
+    )
+    for problem in problems(sent, seen):
+        verdict.disagreements.add(problem)
 
 
 def _check_lost(
@@ -346,7 +353,6 @@ def _repeated(items: Iterable[Any]) -> list[tuple[Any, int]]:
 
 
 def collect(settings: Settings, requests: list[KeyedRequest]) -> Evidence:
-    topics = settings.topics
     commands = [
         PublishedCommand(
             command_id=(header(m, HEADER_COMMAND_ID) or b"").decode(),
@@ -355,33 +361,20 @@ def collect(settings: Settings, requests: list[KeyedRequest]) -> Evidence:
             partition=m.partition() or 0,
             offset=m.offset() or 0,
         )
-        for m in read_topic(settings, topics.commands)
+        for m in read_topic(settings, settings.topics.commands)
     ]
-    results = [
-        VisibleResult(
-            (header(m, HEADER_COMMAND_ID) or b"").decode(), header(m, "duplicate") is not None
-        )
-        for m in read_topic(settings, topics.results)
-    ]
-    events = []
-    for message in read_topic(settings, topics.events):
-        event = decode_cloud_event(message.value() or b"")
-        events.append(
-            VisibleEvent(
-                event.id,
-                event.subject,
-                event.data.version,
-                event.data.to_status.value,
-                message.partition() or 0,
-                message.offset() or 0,
-            )
-        )
-    dead_letters = len(read_topic(settings, topics.dead_letters))
-    with psycopg.connect(settings.admin_url) as conn:
-        inbox = [StoredOutcome(*row) for row in conn.execute(queries.INBOX)]
-        changes = [StatusChangeRow(*row) for row in conn.execute(queries.STATUS_CHANGES)]
-        orders = [OrderRow(*row) for row in conn.execute(queries.ORDERS)]
-    return Evidence(requests, commands, inbox, changes, orders, results, events, dead_letters)
+    dead_letters = len(read_topic(settings, settings.topics.dead_letters))
+    inbox, changes, orders = stored(settings)
+    return Evidence(
+        requests,
+        commands,
+        inbox,
+        changes,
+        orders,
+        visible_results(settings),
+        visible_events(settings),
+        dead_letters,
+    )
 
 
 def wait_until_drained(settings: Settings, timeout_s: float = 180) -> float:

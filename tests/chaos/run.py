@@ -43,7 +43,14 @@ from tests.stack import Tokens
 RESTAURANTS = 5
 SUPERVISE_EVERY_S = 1.0
 NOTES_SHOWN = 12
-FINDINGS = ("lost", "duplicated", "out_of_order", "duplicate_orders", "inconsistent")
+FINDINGS = (
+    "lost",
+    "duplicated",
+    "out_of_order",
+    "duplicate_orders",
+    "inconsistent",
+    "disagreements",
+)
 API_REPLY_TIMEOUT_S = 3.0
 """Shorter than the default, so faults produce 504s and the retry/look-up paths get exercised."""
 

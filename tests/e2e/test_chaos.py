@@ -26,6 +26,8 @@ def test_one_round_of_each_fault_under_load_loses_duplicates_and_reorders_nothin
     assert verdict.duplicated.count == 0, verdict.duplicated.examples
     assert verdict.out_of_order.count == 0, verdict.out_of_order.examples
     assert verdict.duplicate_orders.count == 0, verdict.duplicate_orders.examples
+    # Every published command and created order in all three places (tests/exactly_once.py).
+    assert verdict.disagreements.count == 0, verdict.disagreements.examples
     assert verdict.inconsistent.count == 0, verdict.inconsistent.examples  # no wrong answer
     assert verdict.unresolved == 0  # every request got a known final answer
     assert not verdict.unexpected_conflicts, verdict.unexpected_conflicts

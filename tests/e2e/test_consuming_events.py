@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from services.core import kafka_config
 from services.core.kafka_records import header
 from tests.conftest import Stack
 from tests.stack import Tokens
@@ -52,7 +53,7 @@ def test_the_documented_consumer_handles_each_change_once_in_order(
 
     handled: list[dict[str, Any]] = []
     documented_consumer()(
-        stack.settings.kafka_bootstrap_servers,
+        kafka_config.client(stack.settings),
         topic,
         f"doc-consumer-{uuid.uuid4().hex[:8]}",
         handled.append,

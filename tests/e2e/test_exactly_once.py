@@ -1,4 +1,6 @@
-"""Exactly one outcome per command as a read_committed consumer sees it, whatever fails."""
+"""Exactly one outcome per command as a read_committed consumer sees it, whatever fails: every
+command sent has one result, every applied change one event, and the database says the same
+(tests/exactly_once.py checks all three places for every command and order sent)."""
 
 from __future__ import annotations
 
@@ -6,19 +8,19 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from services.core.events import decode_cloud_event
 from services.core.kafka_records import header
 from services.core.messages import ChangeStatus, CreateOrder, decode_result
 from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from tests.conftest import Stack
+from tests.exactly_once import Sent, assert_exactly_once, visible_results
 from tests.stack import ServiceProcess, Tokens, isolated_settings
 from tests.topics import (
     change_command,
@@ -54,12 +56,15 @@ def order_script(restaurant: uuid.UUID) -> list[CreateOrder | ChangeStatus]:
     ]
 
 
-def visible_results(settings: Settings) -> Counter[bytes | None]:
-    return Counter(
-        header(m, HEADER_COMMAND_ID)
-        for m in read_topic(settings, settings.topics.results)
-        if header(m, "duplicate") is None
-    )
+def assert_each_order_walked_once(
+    settings: Settings, commands: Iterable[CreateOrder | ChangeStatus]
+) -> None:
+    """Order scripts sent: exactly once in all three places, every command applied, every order
+    completed at version 5."""
+    sent = Sent.of(commands)
+    seen = assert_exactly_once(settings, sent)
+    assert Counter(o.outcome for o in seen.inbox) == {"applied": len(sent.commands)}
+    assert {(o.status, o.version) for o in seen.orders} == {("completed", 5)}
 
 
 def test_the_same_command_delivered_twice_changes_the_order_once(
@@ -91,6 +96,8 @@ def test_the_same_command_delivered_twice_changes_the_order_once(
         decode_result(accepted[0].value() or b"").order
     }
     assert len(read_topic(fresh, fresh.topics.events)) == 2  # created + accepted, once each
+    seen = assert_exactly_once(fresh, Sent.of([create, accept]))
+    assert {o.outcome for o in seen.inbox} == {"applied"}
 
 
 @pytest.mark.parametrize("fault", ["crash_after_db_commit", "crash_before_kafka_commit"])
@@ -114,13 +121,7 @@ def test_a_crash_between_the_database_commit_and_the_offset_commit_repeats_nothi
     finally:
         successor.terminate()
 
-    seen = visible_results(fresh)
-    assert set(seen) == {str(c.command_id).encode() for c in commands}
-    assert max(seen.values()) == 1, "a read_committed consumer saw an outcome twice"
-    events = [decode_cloud_event(m.value() or b"") for m in read_topic(fresh, fresh.topics.events)]
-    assert Counter(e.id for e in events).most_common(1)[0][1] == 1
-    for order_id in {e.subject for e in events}:
-        assert [e.data.version for e in events if e.subject == order_id] == [1, 2, 3, 4, 5]
+    assert_each_order_walked_once(fresh, commands)
     if fault == "crash_before_kafka_commit":
         # The doomed transaction's records did reach the log; read_committed hides them.
         raw = read_topic(fresh, fresh.topics.results, committed_only=False)
@@ -141,16 +142,14 @@ def test_a_commit_whose_reported_outcome_is_wrong_loses_and_repeats_nothing(
         produce(fresh, fresh.topics.commands, [command_record(c) for c in commands])
         wait_for_outcomes(fresh, len(commands))
         deadline = time.monotonic() + 30
-        while sum(visible_results(fresh).values()) < len(commands):
+        while sum(not r.duplicate for r in visible_results(fresh)) < len(commands):
             assert time.monotonic() < deadline, "an outcome never became visible"
             time.sleep(0.2)
         time.sleep(1)
     finally:
         worker.terminate()
     assert '"evt":"fault_injected"' in worker.logs()
-    seen = visible_results(fresh)
-    assert set(seen) == {str(c.command_id).encode() for c in commands}
-    assert max(seen.values()) == 1, "a read_committed consumer saw an outcome twice"
+    assert_each_order_walked_once(fresh, commands)
 
 
 def test_a_retry_with_the_same_idempotency_key_gets_the_same_answer_and_sends_one_command(

@@ -74,7 +74,10 @@ class FiguresApp:
 @pytest.fixture(scope="module")
 def figures(stack: Stack, log_dir: Path) -> Iterator[FiguresApp]:
     app = FiguresApp(stack, log_dir)
-    app.process.start()  # tests/stack.py: up to three starts (a faust start can hang)
+    # In the whole suite the session's topics already hold every earlier test's events, which the
+    # app reads before it reports ready: the same bound as after a restart.
+    app.process.start(wait=False)
+    app.process.wait_ready(timeout=180)
     yield app
     app.process.terminate()
     delete_app_topics(stack.settings)

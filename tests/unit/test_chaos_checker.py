@@ -174,9 +174,25 @@ def _order_row_behind(e: Evidence) -> None:
     e.orders[0] = replace(e.orders[0], status="ready", version=4)
 
 
+def _order_row_missing(e: Evidence) -> None:
+    """An order created and walked, its events all there, and no row in orders."""
+    e.orders.pop(0)
+
+
+def _event_of_an_order_never_created(e: Evidence) -> None:
+    e.events.append(VisibleEvent(str(uuid.uuid4()), str(uuid.uuid4()), 1, "pending", 0, 900))
+
+
+def _inbox_outcome_of_a_command_never_published(e: Evidence) -> None:
+    e.inbox.append(replace(e.inbox[1], command_id=str(uuid.uuid4()), outcome="conflict"))
+
+
 @pytest.mark.parametrize(
     ("damage", "heading"),
     [
+        (_order_row_missing, "disagreements"),
+        (_event_of_an_order_never_created, "disagreements"),
+        (_inbox_outcome_of_a_command_never_published, "disagreements"),
         (_drop_inbox_row, "lost"),
         (_drop_result, "lost"),
         (_drop_event, "lost"),

@@ -141,6 +141,15 @@ def test_sasl_without_username_and_password_is_a_startup_error(
         Settings(**{**PLAINTEXT, "kafka_security_protocol": protocol, **credentials})
 
 
+def test_the_startup_error_does_not_print_the_password() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(
+            **{**PLAINTEXT, "kafka_security_protocol": "SASL_SSL", "kafka_sasl_password": "s3cret"}
+        )
+    assert "KAFKA_SASL_USERNAME" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+
+
 def test_an_unknown_protocol_is_a_startup_error() -> None:
     with pytest.raises(ValidationError):
         Settings(**{**PLAINTEXT, "kafka_security_protocol": "TLS"})
