@@ -27,8 +27,21 @@ PROMETHEUS_URL ?= http://127.0.0.1:$(PROMETHEUS_PORT)
 # dev/test/local (an unset ENVIRONMENT refuses them; docs/security.md).
 ENVIRONMENT ?= dev
 export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL DATABASE_ADMIN_URL PROMETHEUS_URL ENVIRONMENT
+# Kafka as a security boundary (issue 11, docs/security.md): with KAFKA_SECURITY=sasl the broker
+# authenticates every client (SASL/SCRAM-SHA-512) and authorizes it by ACLs. The CLI and the tests
+# log in as the operator; deploy/local/services.sh and the test stack start each service as its own
+# principal. Passwords: KAFKA_PASSWORD_<ROLE>, else the public dev ones (deploy/local/kafka-credentials.sh).
+KAFKA_SECURITY ?= sasl
+export KAFKA_SECURITY
+ifeq ($(KAFKA_SECURITY),sasl)
+KAFKA_SECURITY_PROTOCOL ?= SASL_PLAINTEXT
+KAFKA_SASL_MECHANISM ?= SCRAM-SHA-512
+KAFKA_SASL_USERNAME ?= orderstatus-operator
+KAFKA_SASL_PASSWORD ?= $(or $(KAFKA_PASSWORD_OPERATOR),orderstatus-operator-dev-password)
+export KAFKA_SECURITY_PROTOCOL KAFKA_SASL_MECHANISM KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD
+endif
 
-.PHONY: help install infra migrate up down status test lint chaos bench logs clean dashboards doctor
+.PHONY: help install infra migrate up down status test lint chaos bench logs clean dashboards doctor kafka-env
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -62,8 +75,9 @@ infra: install ## Start PostgreSQL, Kafka and Prometheus (each waits until ready
 migrate: infra ## Apply the database migrations
 	@$(BIN)/orderstatus migrate
 
-up: migrate ## infra + migrations + topics + API, worker and figures app + demo
+up: migrate ## infra + migrations + topics + ACLs + API, worker, figures app, notifier + demo
 	@$(BIN)/orderstatus topics
+	@$(BIN)/orderstatus kafka-acls apply
 	@$(LOCAL)/services.sh start all
 	@$(BIN)/orderstatus demo
 	@echo
@@ -72,7 +86,7 @@ up: migrate ## infra + migrations + topics + API, worker and figures app + demo
 	@echo "  worker       http://127.0.0.1:$${WORKER_METRICS_PORT:-9101}/metrics"
 	@echo "  figures      http://127.0.0.1:$${FIGURES_PORT:-6066}/   (live page; JSON: /restaurants/<id>/figures, /metrics)"
 	@echo "  notifier     http://127.0.0.1:$${NOTIFIER_METRICS_PORT:-9102}/metrics   (webhooks)"
-	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)"
+	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)   ($(KAFKA_SECURITY); ACLs: orderstatus kafka-acls show)"
 	@echo "  PostgreSQL   $(DATABASE_URL)"
 	@echo "  Prometheus   $(PROMETHEUS_URL)   (rules: deploy/prometheus/rules)"
 	@echo "  health       make doctor   (or: .venv/bin/orderstatus watch)"
@@ -112,6 +126,13 @@ bench: migrate ## Project vs direct-PostgreSQL baseline, <= 15 min; writes docs/
 
 dashboards: $(VENV)/.installed ## Regenerate deploy/grafana/dashboards from services/observability/dashboard.py
 	$(BIN)/python -m services.observability.dashboard
+
+kafka-env: ## The operator's Kafka settings as exports, for tools run by hand: eval "$(make -s kafka-env)"
+	@echo "export KAFKA_SECURITY=$(KAFKA_SECURITY)"
+	@if [[ $(KAFKA_SECURITY) == sasl ]]; then \
+	  echo "export KAFKA_SECURITY_PROTOCOL=$(KAFKA_SECURITY_PROTOCOL) KAFKA_SASL_MECHANISM=$(KAFKA_SASL_MECHANISM)"; \
+	  echo "export KAFKA_SASL_USERNAME=$(KAFKA_SASL_USERNAME) KAFKA_SASL_PASSWORD=$(KAFKA_SASL_PASSWORD)"; \
+	fi
 
 doctor: ## orderstatus doctor against the running local stack (exit 1 when red)
 	$(BIN)/orderstatus doctor

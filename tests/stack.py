@@ -25,7 +25,10 @@ from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from services.command_api.auth import mint_token
+from services.core import kafka_config
+from services.core.kafka_acls import apply_acls, remove_acls
 from services.core.kafka_admin import ensure_topics
+from services.core.kafka_principals import PROCESS_ROLES, as_principal
 from services.core.messages import Role
 from services.core.migrate import apply_migrations
 from services.core.settings import Settings
@@ -90,7 +93,8 @@ def migrated_database(base: Settings) -> Iterator[tuple[str, str]]:
 
 @contextmanager
 def isolated_settings(base: Settings, **overrides: Any) -> Iterator[Settings]:
-    """A fresh database (migrated) and topic prefix; both removed afterwards."""
+    """A fresh database (migrated) and topic prefix, with the prefix's ACLs when the broker
+    authenticates (`base` connects as the operator); all removed afterwards."""
     name = f"t{uuid.uuid4().hex[:10]}"
     with psycopg.connect(base.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "orderstatus_{name}"')  # name is generated above
@@ -113,16 +117,21 @@ def isolated_settings(base: Settings, **overrides: Any) -> Iterator[Settings]:
     )
     apply_migrations(settings.admin_url)
     ensure_topics(settings)
+    sasl = settings.kafka_security_protocol.startswith("SASL_")
+    if sasl:
+        apply_acls(settings)
     try:
         yield settings
     finally:
         topics = settings.topics
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        admin = AdminClient(kafka_config.admin(settings))
         for future in admin.delete_topics(
             [topics.commands, topics.results, topics.events, topics.dead_letters]
         ).values():
             with contextlib.suppress(KafkaException):  # already gone: nothing to clean
                 future.result()
+        if sasl:
+            remove_acls(settings)
         drop_database(base.admin_url, f"orderstatus_{name}")
 
 
@@ -137,11 +146,14 @@ PR_SET_PDEATHSIG = 1
 
 
 class ServiceProcess:
-    """`orderstatus api`, `worker` or `figures` as a child process, logging to a file."""
+    """`orderstatus api`, `worker`, `figures` or `notifier` as a child process, logging to a file,
+    connecting to Kafka as its own principal when the broker authenticates (the ACLs apply)."""
 
     def __init__(self, kind: str, settings: Settings, log_dir: Path, **overrides: Any) -> None:
         self.kind = kind
         self.settings = settings.model_copy(update=overrides)
+        if kind in PROCESS_ROLES:
+            self.settings = as_principal(self.settings, PROCESS_ROLES[kind])
         self.log_path = log_dir / f"{kind}-{self.settings.worker_id}-{uuid.uuid4().hex[:6]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 

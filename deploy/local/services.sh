@@ -10,10 +10,15 @@
 # notifier = .venv/bin/orderstatus notifier (webhooks; ready when its /metrics answers).
 # Env: API_PORT (8000), WORKER_METRICS_PORT (9101), FIGURES_PORT (6066), NOTIFIER_METRICS_PORT
 # (9102), WEBHOOK_ALLOWED_CIDRS (127.0.0.0/8: the demo's receiver is local), SERVICES_START_TIMEOUT
-# (60; the figures app may wait out a dead predecessor's session first).
+# (60; the figures app may wait out a dead predecessor's session first), KAFKA_SECURITY (sasl:
+# each service logs in to Kafka as its own principal, orderstatus-<name>, with KAFKA_PASSWORD_<NAME>
+# or the dev password; see kafka-credentials.sh and docs/security.md).
 COMPONENT=services
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=deploy/local/kafka-credentials.sh
+source "$(dirname "${BASH_SOURCE[0]}")/kafka-credentials.sh"
+KAFKA_SECURITY="${KAFKA_SECURITY:-sasl}"
 
 API_PORT="${API_PORT:-8000}"
 WORKER_METRICS_PORT="${WORKER_METRICS_PORT:-9101}"
@@ -42,7 +47,10 @@ start_one() {
     say "$name already running (pid $pid)"
   else
     [[ -x $CLI ]] || die "$CLI missing: run make install"
-    start_bg "$name" "$CLI" "$name"
+    (
+      [[ $KAFKA_SECURITY == sasl ]] && kafka_client_env "$name"
+      start_bg "$name" "$CLI" "$name"
+    )
     say "$name started (pid $(<"$RUN_DIR/$name.pid")), waiting for $url"
   fi
   wait_until "$SERVICES_START_TIMEOUT" "$name" http_ok "$url" || die "$name did not become ready"

@@ -12,6 +12,7 @@ from services.cli import (
     access,
     events,
     figures,
+    kafka_acls,
     messages,
     ops,
     processes,
@@ -27,6 +28,7 @@ Command = Callable[[Settings, argparse.Namespace], int | None]
 GROUPS: tuple[ModuleType, ...] = (
     access,
     processes,
+    kafka_acls,
     worker_ops,
     figures,
     traffic,

@@ -31,11 +31,19 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     ]
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Creates missing topics; returns the names created by this call."""
+def ensure_topics(
+    settings: Settings, timeout: float = 30.0, only: frozenset[str] | None = None
+) -> list[str]:
+    """Creates missing topics (of `only`, when given: the ones a process uses); returns the names
+    created by this call. Under ACLs a principal sees only the topics it may use and creates none
+    (the operator's `orderstatus topics` does), so a refusal names what to run."""
     admin = AdminClient(kafka_config.admin(settings))
     existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [spec for spec in topic_specs(settings) if spec.topic not in existing]
+    missing = [
+        spec
+        for spec in topic_specs(settings)
+        if spec.topic not in existing and (only is None or spec.topic in only)
+    ]
     created: list[str] = []
     if not missing:
         return created
@@ -44,7 +52,14 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             future.result()
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+            code = exc.args[0].name()
+            if code == "TOPIC_AUTHORIZATION_FAILED":
+                raise RuntimeError(
+                    f"topic {name} is missing or not visible to {settings.kafka_sasl_username!r}: "
+                    "create the topics and ACLs as the operator (orderstatus topics; orderstatus "
+                    "kafka-acls apply)"
+                ) from exc
+            if code != "TOPIC_ALREADY_EXISTS":
                 raise
     log.info("topics created", extra={"evt": "topics_created", "topics": created})
     return created

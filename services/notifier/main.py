@@ -61,7 +61,7 @@ def run(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     configure_logging("notifier", settings.log_level)
     init_sentry(settings, "notifier")
-    ensure_topics(settings)
+    ensure_topics(settings, only=frozenset({settings.topics.events}))  # the one it reads
     if settings.notifier_metrics_port:
         start_http_server(settings.notifier_metrics_port, addr=settings.notifier_metrics_host)
     # uvloop, as the API runs: less CPU per attempt and per database round trip on the loop.

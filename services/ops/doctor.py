@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from services.ops.verdicts import (
     judge_config,
     judge_dead_letters,
     judge_indexes,
+    judge_kafka_security,
     judge_lag,
     judge_reachable,
     judge_server_errors,
@@ -124,6 +125,7 @@ def run_doctor(
         )
     if reachable["kafka"]:
         _kafka_checks(report, settings, lag_sample_s)
+    _kafka_security(report, settings, reachable["kafka"])
     report.add(
         "config",
         "configuration",
@@ -334,6 +336,26 @@ def _kafka_checks(report: Report, settings: Settings, lag_sample_s: float) -> No
 
     _guarded(report, "kafka", "consumer lag", lag, Verdict.FAIL)
     _guarded(report, "kafka", "dead letters", dead_letters, Verdict.WARN)
+
+
+def _kafka_security(report: Report, settings: Settings, reachable: bool) -> None:
+    """The client's security mode always (it is what a prod deploy gets wrong); the broker's when
+    it answers the operator's describe."""
+    broker, error = None, None
+    if reachable:
+        try:
+            broker = kafka_checks.broker_security(settings)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    judged = judge_kafka_security(settings, broker)
+    details = {
+        "protocol": settings.kafka_security_protocol,
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "principal": settings.kafka_sasl_username,
+        "broker": None if broker is None else asdict(broker),
+        "broker_error": error,
+    }
+    report.add("kafka", "security", judged, details)
 
 
 def _lag_json(lag: PartitionLag) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""What doctor and watch ask Kafka: reachability, the worker group's lag and members, and how many
-messages wait in the dead-letter topic."""
+"""What doctor and watch ask Kafka: reachability, the worker group's lag and members, how many
+messages wait in the dead-letter topic, and how the broker authenticates and authorizes."""
 
 from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 
 from services.core import kafka_config
 from services.core.kafka_records import NotReadToEnd, messages_to_end
@@ -14,6 +16,7 @@ from services.observability.kafka_lag import (
     group_lag,
     offsets_reader,
 )
+from services.ops.verdicts import BrokerSecurity
 
 
 def admin(settings: Settings) -> AdminClient:
@@ -23,6 +26,27 @@ def admin(settings: Settings) -> AdminClient:
 def broker_count(settings: Settings, timeout: float = 5.0) -> int:
     """Raises KafkaException when no broker answers within `timeout`."""
     return len(admin(settings).list_topics(timeout=timeout).brokers)
+
+
+def broker_security(settings: Settings, timeout: float = 5.0) -> BrokerSecurity:
+    """The first broker's listener protocols and authorizer (DESCRIBE_CONFIGS on the cluster: the
+    operator may; another principal gets an authorization error, which doctor reports)."""
+    client = admin(settings)
+    broker_id = min(client.list_topics(timeout=timeout).brokers)
+    resource = ConfigResource(ResourceType.BROKER, str(broker_id))
+    configs = client.describe_configs([resource], request_timeout=timeout)[resource].result(
+        timeout=timeout + 1
+    )
+
+    def value(name: str) -> str:
+        entry = configs.get(name)
+        return (entry.value or "") if entry is not None else ""
+
+    pairs = (pair.split(":", 1) for pair in value("listener.security.protocol.map").split(","))
+    return BrokerSecurity(
+        listener_protocols={name: protocol for name, protocol in pairs},
+        authorizer=value("authorizer.class.name"),
+    )
 
 
 def worker_lag(settings: Settings) -> list[PartitionLag]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from services.core.command_signing import signing_refusal
+from services.core.kafka_principals import is_dev_password
 from services.core.settings import (
     DEV_JWT_SECRET,
     Settings,
@@ -186,3 +187,47 @@ def judge_targets(targets: Sequence[tuple[str, str, bool]]) -> Judged:
     if down:
         return Judged(Verdict.FAIL, f"down: {', '.join(down)}")
     return Judged(Verdict.OK, f"{len(targets)} targets up")
+
+
+# ---- issue 11: the Kafka security mode --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """What the broker says of itself (its configs, as the operator may describe them)."""
+
+    listener_protocols: dict[str, str]
+    """listener name -> security protocol (listener.security.protocol.map)."""
+    authorizer: str
+    """authorizer.class.name, '' when none (every authenticated principal may do anything)."""
+
+
+def judge_kafka_security(settings: Settings, broker: BrokerSecurity | None) -> Judged:
+    """Plaintext without SASL outside a local environment fails: anyone who reaches the broker
+    could write commands (issue 11). So do the public dev passwords and a broker without ACLs."""
+    protocol = settings.kafka_security_protocol
+    local = is_local_environment(settings.environment)
+    strict = Verdict.OK if local else Verdict.FAIL
+    problems: list[tuple[Verdict, str]] = []
+    client: str = protocol
+    if protocol.startswith("SASL_"):
+        client = f"{protocol}/{settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username}"
+        password = settings.kafka_sasl_password
+        if password and is_dev_password(settings.kafka_sasl_username, password.get_secret_value()):
+            problems.append((strict, "the public dev Kafka password"))
+        if protocol == "SASL_PLAINTEXT" and not local:
+            problems.append((Verdict.WARN, "SASL without TLS: the traffic is readable on the wire"))
+    elif protocol == "PLAINTEXT":
+        problems.append((strict, "plaintext without SASL: any client that reaches it may write"))
+    notes = [f"client {client}"]
+    if broker is not None:
+        listeners = ", ".join(f"{n}:{p}" for n, p in sorted(broker.listener_protocols.items()))
+        notes.append(
+            f"broker {listeners}; authorizer {broker.authorizer.rsplit('.', 1)[-1] or '-'}"
+        )
+        if not broker.authorizer:
+            problems.append((strict, "no authorizer: no ACLs apply"))
+    verdict = worst(v for v, _ in problems)
+    flagged = [text for v, text in problems if v is not Verdict.OK]
+    note = "; ".join(notes)
+    return Judged(verdict, f"{note} ({'; '.join(flagged)})" if flagged else note)

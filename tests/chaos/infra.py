@@ -21,7 +21,9 @@ from typing import Any
 
 import psycopg
 
+from services.core.kafka_acls import apply_acls
 from services.core.kafka_admin import ensure_topics
+from services.core.kafka_principals import Role, sasl_identity
 from services.core.migrate import apply_migrations
 from services.core.settings import Settings
 from tests.stack import ServiceProcess, free_port
@@ -102,6 +104,8 @@ class ChaosInfra:
             # A broker restarted every few rounds on a busy machine: C1 only, for a faster start.
             "KAFKA_HEAP": "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1",
             "ORDERSTATUS_EXTERNAL_POSTGRES": "0",
+            # Security on, as `make up`: SASL/SCRAM, ACLs; every process its own principal.
+            "KAFKA_SECURITY": "sasl",
         }
 
     def script(self, component: str, action: str) -> None:
@@ -144,8 +148,9 @@ class ChaosInfra:
             shutil.rmtree(self.root / name, ignore_errors=True)
 
     def base_settings(self) -> Settings:
-        """Settings pointing at this run's broker and database, with the code's default roles
-        (the chaos cluster trusts loopback connections, so no password is needed)."""
+        """Settings pointing at this run's broker (as the operator; each service of the fleet logs
+        in as its own principal, tests/stack.py) and database, with the code's default roles (the
+        chaos cluster trusts loopback connections, so no password is needed)."""
         defaults = Settings.model_fields
 
         def here(url: Any) -> str:
@@ -157,16 +162,18 @@ class ChaosInfra:
             database_admin_url=here(defaults["database_admin_url"].default),
             worker_metrics_port=0,
             environment="test",
+            **sasl_identity(Role.OPERATOR),
         )
 
     def prepare(self, **overrides: Any) -> Settings:
-        """Migrates the run's database and creates its topics: the whole cluster is this run's,
-        so the default database and topic names serve (and nothing needs dropping afterwards)."""
+        """Migrates the run's database and creates its topics and their ACLs: the whole cluster is
+        this run's, so the default database and topic names serve (nothing needs dropping)."""
         settings = self.base_settings().model_copy(
             update={"kafka_command_partitions": 6, "api_port": free_port(), **overrides}
         )
         apply_migrations(settings.admin_url)
         ensure_topics(settings)
+        apply_acls(settings)
         return settings
 
 
