@@ -12,7 +12,7 @@ table reads are also not thread-safe against the agents that write them."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import uvicorn
@@ -69,7 +69,9 @@ def create_web_app(figures: FiguresApp, metrics: FiguresMetrics) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @web.get("/restaurants/{restaurant_id}/figures")
-    async def restaurant_figures(restaurant_id: UUID) -> dict[str, Any]:
+    async def restaurant_figures(restaurant_id: UUID | Literal["-"]) -> dict[str, Any]:
+        """`-` is the row of refusals whose order's restaurant no event has shown (the page lists
+        it like a restaurant, so its numbers have a view too)."""
         return figures.figures(str(restaurant_id)).to_json()
 
     @web.get("/figures")
