@@ -24,12 +24,12 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench import queries
+from services.adapters.settings import Settings
+from services.adapters.tenancy import acting_as_async
 from services.command_api.auth import InvalidToken, TokenVerifier
 from services.core.decision import HIDDEN, Decision, Lookup, OrderState, decide
 from services.core.messages import Actor, ChangeStatus, Outcome
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
-from services.core.tenancy import acting_as_async
 
 POOL_SIZE = 8
 PROBLEM_JSON = "application/problem+json"

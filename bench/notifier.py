@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.notifier.receiver import Answer, Delivery, start_receiver
 from tests.stack import ServiceProcess, Tokens, free_port, isolated_settings
 from tests.webhooks import EventWriter

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Message
 
-from services.core.command_signing import Purpose, SigningKeys, signature_headers
-from services.core.kafka_records import command_record, signature_failure
+from services.adapters.command_signing import Purpose, SigningKeys, signature_headers
+from services.adapters.kafka_records import command_record, signature_failure
 from services.core.messages import Actor, ChangeStatus, CommandResult, Outcome, Role, encode
 from services.core.statuses import OrderStatus
 from services.status_worker.outputs import result_record

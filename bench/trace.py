@@ -37,8 +37,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from services.core.kafka_config import admin, worker_consumer, worker_producer
-from services.core.settings import Settings
+from services.adapters.kafka_config import admin, worker_consumer, worker_producer
+from services.adapters.settings import Settings
 from services.loadgen import seed
 from tests.stack import ServiceProcess, free_port, isolated_settings
 

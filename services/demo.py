@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from services.adapters.settings import Settings
 from services.command_api.auth import mint_token
 from services.core.messages import Role
-from services.core.settings import Settings
 from services.notifier.demo import webhook_receiver
 
 RESTAURANTS = ["Trattoria Roma", "Sushi Kai", "Taco Loco", "Curry House", "Pho Saigon"]

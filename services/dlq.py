@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from confluent_kafka import Message, Producer
 from pydantic import ValidationError
 
-from services.core import kafka_config
-from services.core.command_signing import signing_keys, signing_refusal
-from services.core.kafka_records import command_record, header, position, read_to_end
+from services.adapters import kafka_config
+from services.adapters.command_signing import signing_keys, signing_refusal
+from services.adapters.kafka_records import command_record, header, position, read_to_end
+from services.adapters.settings import Settings
 from services.core.messages import ChangeStatus, CreateOrder, decode_command
-from services.core.settings import Settings
 from services.core.topics import (
     HEADER_COMMAND_ID,
     HEADER_DLQ_OFFSET,

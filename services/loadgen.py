@@ -34,10 +34,10 @@ from urllib.parse import urlsplit
 import httptools
 import psycopg
 
+from services.adapters import queries
+from services.adapters.settings import Settings
+from services.adapters.tenancy import grant_staff
 from services.command_api.auth import mint_token
-from services.core import queries
-from services.core.settings import Settings
-from services.core.tenancy import grant_staff
 
 NEXT_STATUS = {
     "pending": "accepted",

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from tests.stack import ServiceProcess, Tokens, free_port, isolated_settings
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import psycopg
 
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.core.events import decode_cloud_event
-from services.core.kafka_records import header
 from services.core.messages import ChangeStatus, CreateOrder, Outcome, decode_result
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from tests.chaos import queries
 from tests.topics import read_topic

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.core.kafka_principals import Role, sasl_identity
-from services.core.settings import Settings
+from services.adapters.kafka_principals import Role, sasl_identity
+from services.adapters.settings import Settings
 from tests.stack import free_port
 
 KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "local" / "kafka.sh"

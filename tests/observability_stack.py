@@ -21,9 +21,9 @@ import psycopg
 import yaml
 from confluent_kafka import Producer
 
-from services.core import kafka_config
+from services.adapters import kafka_config
+from services.adapters.settings import Settings
 from services.core.messages import Actor, CreateOrder, Role
-from services.core.settings import Settings
 from services.figures.kafka import delete_app_topics
 from tests.stack import ServiceProcess, free_port, isolated_settings, with_database
 from tests.tools import require

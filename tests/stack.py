@@ -24,15 +24,15 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
+from services.adapters import kafka_config
+from services.adapters.kafka_acls import apply_acls, remove_acls
+from services.adapters.kafka_admin import ensure_topics
+from services.adapters.kafka_principals import PROCESS_ROLES, as_principal
+from services.adapters.migrate import apply_migrations
+from services.adapters.settings import Settings
+from services.adapters.tenancy import grant_staff
 from services.command_api.auth import mint_token
-from services.core import kafka_config
-from services.core.kafka_acls import apply_acls, remove_acls
-from services.core.kafka_admin import ensure_topics
-from services.core.kafka_principals import PROCESS_ROLES, as_principal
 from services.core.messages import Role
-from services.core.migrate import apply_migrations
-from services.core.settings import Settings
-from services.core.tenancy import grant_staff
 
 ORDERSTATUS = str(Path(sys.executable).with_name("orderstatus"))
 

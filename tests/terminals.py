@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from services.adapters.settings import Settings
 from services.command_api.auth import mint_token
 from services.core.messages import Role
-from services.core.settings import Settings
 
 WALK = ("accepted", "preparing", "ready", "completed")
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from services.core import kafka_config, kafka_records
-from services.core.command_signing import Purpose, SigningKeys, signature_headers, signing_keys
-from services.core.kafka_records import CommandRecord, read_to_end
+from services.adapters import kafka_config, kafka_records
+from services.adapters.command_signing import Purpose, SigningKeys, signature_headers, signing_keys
+from services.adapters.kafka_records import CommandRecord, read_to_end
+from services.adapters.settings import Settings
 from services.core.messages import Actor, ChangeStatus, CreateOrder, Role
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.core.topics import HEADER_COMMAND_ID
 

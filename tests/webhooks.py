@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
-from services.core import kafka_config
+from services.adapters import kafka_config
+from services.adapters.settings import Settings
 from services.core.events import (
     EVENT_SOURCE,
     EVENT_TYPE_CREATED,
@@ -24,7 +25,6 @@ from services.core.events import (
     OrderCloudEvent,
     encode_cloud_event,
 )
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.notifier.receiver import Answer, Delivery, receiver_in_thread
 

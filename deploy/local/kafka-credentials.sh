@@ -1,5 +1,5 @@
 # Kafka principals of the local stack and their passwords (SASL/SCRAM-SHA-512, issue 11).
-# Source it; do not run it. Same rule as services/core/kafka_principals.py: the principal of role
+# Source it; do not run it. Same rule as services/adapters/kafka_principals.py: the principal of role
 # R is orderstatus-R; its password is $KAFKA_PASSWORD_<R> (upper case), else the public dev
 # password "orderstatus-R-dev-password", fit only for a local stack (like the dev JWT secret).
 # shellcheck shell=bash

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+from services.adapters.settings import Settings
 from services.cli import (
     access,
     events,
@@ -21,7 +22,6 @@ from services.cli import (
     webhooks,
     worker_ops,
 )
-from services.core.settings import Settings
 
 Command = Callable[[Settings, argparse.Namespace], int | None]
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 from uuid import UUID
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 
 def register(commands: Any) -> None:
@@ -54,7 +54,7 @@ def run_token(settings: Settings, args: argparse.Namespace) -> int:
 def run_membership(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg
 
-    from services.core import tenancy
+    from services.adapters import tenancy
 
     with psycopg.connect(settings.admin_url, autocommit=True) as conn:
         if args.command == "staff":

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 from uuid import UUID
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 
 def register(commands: Any) -> None:

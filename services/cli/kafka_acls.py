@@ -1,12 +1,12 @@
 """`orderstatus kafka-acls apply|remove|show`: the broker's ACLs of one topic prefix (issue 11,
-services/core/kafka_acls.py, docs/security.md), managed as the operator (KAFKA_SASL_USERNAME)."""
+services/adapters/kafka_acls.py, docs/security.md), managed as the operator (KAFKA_SASL_USERNAME)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 
 def register(commands: Any) -> None:
@@ -31,7 +31,7 @@ def _prefixed(settings: Settings, args: argparse.Namespace) -> Settings:
 def run_apply(settings: Settings, args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaError, KafkaException
 
-    from services.core.kafka_acls import apply_acls
+    from services.adapters.kafka_acls import apply_acls
 
     chosen = _prefixed(settings, args)
     try:
@@ -47,7 +47,7 @@ def run_apply(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_remove(settings: Settings, args: argparse.Namespace) -> int:
-    from services.core.kafka_acls import remove_acls
+    from services.adapters.kafka_acls import remove_acls
 
     chosen = _prefixed(settings, args)
     print(f"kafka acls removed: {remove_acls(chosen)} for prefix {chosen.kafka_topic_prefix!r}")
@@ -55,8 +55,8 @@ def run_remove(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_show(settings: Settings, args: argparse.Namespace) -> int:
-    from services.core.kafka_acls import grants
-    from services.core.kafka_principals import principal_name
+    from services.adapters.kafka_acls import grants
+    from services.adapters.kafka_principals import principal_name
 
     for grant in grants(_prefixed(settings, args)):
         operations = ", ".join(op.name for op in grant.operations)

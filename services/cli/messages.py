@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 
 def register(commands: Any) -> None:
@@ -23,7 +23,7 @@ def register(commands: Any) -> None:
 
 
 def run_schemas(_settings: Settings, args: argparse.Namespace) -> int:
-    from services.core.schemas import write_schemas
+    from services.adapters.schemas import write_schemas
 
     for path in write_schemas(args.out):
         print(path)

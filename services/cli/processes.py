@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 
 def register(commands: Any) -> None:
@@ -16,7 +16,7 @@ def register(commands: Any) -> None:
 
 
 def run_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from services.core.migrate import apply_migrations
+    from services.adapters.migrate import apply_migrations
 
     applied = apply_migrations(settings.admin_url)
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
@@ -24,7 +24,7 @@ def run_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def run_topics(settings: Settings, _args: argparse.Namespace) -> int:
-    from services.core.kafka_admin import ensure_topics
+    from services.adapters.kafka_admin import ensure_topics
 
     created = ensure_topics(settings)
     print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 
 def register(commands: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 
 def register(commands: Any) -> None:

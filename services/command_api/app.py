@@ -12,6 +12,9 @@ from contextlib import asynccontextmanager
 from confluent_kafka import Consumer, Producer
 from fastapi import FastAPI
 
+from services.adapters import kafka_config
+from services.adapters.jsonlog import configure_logging
+from services.adapters.settings import Settings
 from services.command_api.auth import TokenVerifier
 from services.command_api.db import OrderReads, connection_pool
 from services.command_api.dispatch import CommandDispatch
@@ -23,9 +26,6 @@ from services.command_api.limits import RequestLimits
 from services.command_api.orders_feed import router as orders_feed_router
 from services.command_api.reply_partition import reply_partition
 from services.command_api.webhooks import router as webhooks_router
-from services.core import kafka_config
-from services.core.jsonlog import configure_logging
-from services.core.settings import Settings
 from services.observability.api_metrics import ApiMetrics
 from services.observability.sentry import init_sentry
 

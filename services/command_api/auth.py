@@ -18,16 +18,17 @@ import jwt
 from jwt import PyJWK
 from pydantic import ValidationError
 
-# KeysUnavailable: no usable key set and the endpoint unreachable; not the caller's fault (503).
-from services.command_api.jwks import JwksKeys, JwksPolicy, UnknownKey
-from services.command_api.jwks import KeysUnavailable as KeysUnavailable
-from services.core.messages import DISPLAY_TEXT_PATTERN, Actor, Role
-from services.core.settings import (
+from services.adapters.settings import (
     LOCAL_ENVIRONMENTS,
     Settings,
     dev_secret_refusal,
     is_local_environment,
 )
+
+# KeysUnavailable: no usable key set and the endpoint unreachable; not the caller's fault (503).
+from services.command_api.jwks import JwksKeys, JwksPolicy, UnknownKey
+from services.command_api.jwks import KeysUnavailable as KeysUnavailable
+from services.core.messages import DISPLAY_TEXT_PATTERN, Actor, Role
 
 SYMMETRIC = "HS256"
 ASYMMETRIC = ("RS256", "ES256")
@@ -39,7 +40,7 @@ class InvalidToken(Exception):
 
 
 class InsecureSettings(ValueError):
-    """Settings the API must not run with (services.core.settings.dev_secret_refusal)."""
+    """Settings the API must not run with (services.adapters.settings.dev_secret_refusal)."""
 
 
 class TokenVerifier:
@@ -135,7 +136,7 @@ def mint_token(
 ) -> str:
     """An HS256 token for the local stack and tests. Without `restaurant_ids` the token is not
     narrowed: staff act for their memberships, a service token for every restaurant. Only in a
-    local environment (services.core.settings.LOCAL_ENVIRONMENTS): elsewhere tokens come from the
+    local environment (services.adapters.settings.LOCAL_ENVIRONMENTS): elsewhere tokens come from the
     real issuer."""
     if not is_local_environment(settings.environment):
         raise InsecureSettings(

@@ -16,9 +16,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.adapters.tenancy import acting_as_async
 from services.command_api import queries
 from services.core.messages import Actor, CommandResult, OrderView
-from services.core.tenancy import acting_as_async
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 """Autocommit connections whose rows come back as dicts."""

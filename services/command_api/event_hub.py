@@ -25,11 +25,11 @@ from uuid import UUID
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from services.adapters import kafka_config
+from services.adapters.kafka_records import poll_batch, position, watermarks
+from services.adapters.settings import Settings
 from services.command_api.feed_tokens import Positions, encode_positions, merged
-from services.core import kafka_config
 from services.core.events import OrderCloudEvent, decode_cloud_event, encode_cloud_event
-from services.core.kafka_records import poll_batch, position, watermarks
-from services.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
+from services.adapters.tenancy import acting_as_async
 from services.command_api import feed_queries
 from services.command_api.feed_tokens import OrderCursor
 from services.core.messages import Actor
 from services.core.statuses import OrderStatus
-from services.core.tenancy import acting_as_async
 
 FIRST_PAGE = {
     "after_status": "",

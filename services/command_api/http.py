@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.adapters.settings import Settings
 from services.command_api.answers import Answer, LogContext
 from services.command_api.auth import SYMMETRIC, InvalidToken, KeysUnavailable, TokenVerifier
 from services.command_api.db import OrderReads, StoreUnavailable
@@ -39,7 +40,6 @@ from services.core.messages import (
     Outcome,
 )
 from services.core.outcomes import OUTCOME_NAMES
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.observability.api_metrics import ApiMetrics, route_template
 from services.observability.sentry import report_answer

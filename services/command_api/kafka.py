@@ -4,7 +4,7 @@ Each API process reads the results topic (read_committed, from the end as of its
 reply partition, which each command names in a header so the worker produces the result there
 (API_RESULTS_PARTITION, services/command_api/reply_partition.py), or every partition. It hands each
 result to the request waiting for that command id, once its signature shows a worker made it
-(services/core/command_signing.py): a forged result is logged, counted and ignored, so the request
+(services/adapters/command_signing.py): a forged result is logged, counted and ignored, so the request
 still gets its real answer (or times out). Results nobody waits for are skipped here unchecked; they
 stay in `command_outcomes` for later lookups. Every command published is signed (command_record)."""
 
@@ -23,10 +23,10 @@ from uuid import UUID
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter
 
-from services.core.command_signing import Purpose, signing_keys
-from services.core.kafka_records import command_record, header, poll_batch, signature_failure
+from services.adapters.command_signing import Purpose, signing_keys
+from services.adapters.kafka_records import command_record, header, poll_batch, signature_failure
+from services.adapters.settings import Settings
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, decode_result
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION
 from services.observability.sentry import trace_headers
 

@@ -140,7 +140,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     @classmethod
     def _timeout_s(cls) -> float:
         if cls.head_timeout_s is None:
-            from services.core.settings import Settings
+            from services.adapters.settings import Settings
 
             cls.head_timeout_s = Settings().api_header_timeout_s
         return cls.head_timeout_s

@@ -14,11 +14,11 @@ import threading
 
 import uvicorn
 
+from services.adapters.command_signing import signing_refusal
+from services.adapters.jsonlog import configure_logging
+from services.adapters.settings import Settings, dev_secret_refusal
 from services.command_api.app import create_app
 from services.command_api.limits import HEADER_TIMEOUT_PROTOCOL, HeaderTimeoutProtocol
-from services.core.command_signing import signing_refusal
-from services.core.jsonlog import configure_logging
-from services.core.settings import Settings, dev_secret_refusal
 from services.ops.retention import purge_periodically
 
 

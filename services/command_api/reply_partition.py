@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 
+from services.adapters.settings import Settings
 from services.command_api import queries
-from services.core.settings import Settings
 
 
 @dataclass

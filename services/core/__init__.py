@@ -1,1 +1,3 @@
-"""Contracts shared by the command API and the status worker: statuses, decisions, messages, topics."""
+"""The domain both services share: statuses and the state machine, the decision, the wire contracts
+(commands, results, events), the outcome table and topic names. Pure: no I/O, and nothing from
+services.adapters (tests/unit/test_domain_is_pure.py)."""

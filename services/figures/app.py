@@ -19,8 +19,8 @@ from typing import Any
 
 import faust
 
-from services.core import kafka_config
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.settings import Settings
 from services.core.statuses import OrderStatus
 from services.figures import aggregates as agg
 from services.figures.changes import Change, decode_change, decode_refusal

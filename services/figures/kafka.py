@@ -13,8 +13,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from services.core import kafka_config
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 import faust
 from mode import Service
 
-from services.core.jsonlog import JsonFormatter, configure_logging
-from services.core.settings import Settings
+from services.adapters.jsonlog import JsonFormatter, configure_logging
+from services.adapters.settings import Settings
 from services.figures.app import FiguresApp
 from services.figures.http import EmbeddedServer, create_web_app, web_server
 from services.figures.metrics import FiguresMetrics

@@ -12,8 +12,8 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from services.adapters.tenancy import acting_as_async
 from services.core.messages import Actor
-from services.core.tenancy import acting_as_async
 from services.notifier import queries
 from services.notifier.db import promote_heads
 

@@ -13,8 +13,8 @@ from uuid import UUID
 from confluent_kafka import Consumer, Message, TopicPartition
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from services.core import kafka_config
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.settings import Settings
 from services.status_worker.kafka import next_offsets
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ import signal
 import uvloop
 from prometheus_client import start_http_server
 
-from services.core.jsonlog import configure_logging
-from services.core.kafka_admin import ensure_topics
-from services.core.settings import Settings
+from services.adapters.jsonlog import configure_logging
+from services.adapters.kafka_admin import ensure_topics
+from services.adapters.settings import Settings
 from services.notifier.addresses import parse_allowed
 from services.notifier.db import NotifierDatabase
 from services.notifier.http import DeliveryClient, DeliveryLimits

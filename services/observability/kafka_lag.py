@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
-from services.core import kafka_config
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,9 @@ import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.types import Event, Hint
 
+from services.adapters.settings import Settings
 from services.core.messages import Outcome
 from services.core.outcomes import OUTCOME_NAMES
-from services.core.settings import Settings
 
 CONFLICT = OUTCOME_NAMES[Outcome.CONFLICT].sentry_name
 FORBIDDEN = OUTCOME_NAMES[Outcome.FORBIDDEN].sentry_name

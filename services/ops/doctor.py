@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Table
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.observability import slis
 from services.observability.kafka_lag import PartitionLag
 from services.ops import kafka_checks, queries, webhook_checks

@@ -12,10 +12,10 @@ from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from services.core import kafka_config
+from services.adapters import kafka_config
+from services.adapters.kafka_records import position, watermarks
+from services.adapters.settings import Settings
 from services.core.events import OrderCloudEvent, decode_cloud_event
-from services.core.kafka_records import position, watermarks
-from services.core.settings import Settings
 
 
 def line_of(event: OrderCloudEvent) -> str:

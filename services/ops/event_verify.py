@@ -18,9 +18,9 @@ from uuid import UUID
 
 import psycopg
 
+from services.adapters.kafka_records import position, read_to_end
+from services.adapters.settings import Settings
 from services.core.events import decode_cloud_event
-from services.core.kafka_records import position, read_to_end
-from services.core.settings import Settings
 from services.ops import event_queries
 
 

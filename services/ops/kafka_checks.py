@@ -7,9 +7,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
-from services.core import kafka_config
-from services.core.kafka_records import NotReadToEnd, messages_to_end
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.kafka_records import NotReadToEnd, messages_to_end
+from services.adapters.settings import Settings
 from services.observability.kafka_lag import (
     PartitionLag,
     command_partitions,

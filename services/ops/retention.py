@@ -21,8 +21,8 @@ from typing import Any, LiteralString
 
 import psycopg
 
+from services.adapters.settings import Settings
 from services.core.messages import Outcome
-from services.core.settings import Settings
 from services.ops import queries
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.core.command_signing import signing_refusal
-from services.core.kafka_principals import is_dev_password
-from services.core.settings import (
+from services.adapters.command_signing import signing_refusal
+from services.adapters.kafka_principals import is_dev_password
+from services.adapters.settings import (
     DEV_JWT_SECRET,
     Settings,
     dev_secret_refusal,

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.observability import slis
 from services.observability.kafka_lag import PartitionLag
 from services.ops import kafka_checks, queries

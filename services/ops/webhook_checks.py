@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.ops.verdicts import Judged, Verdict
 
 DELAYED_AFTER_S = 900.0

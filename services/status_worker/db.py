@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 
+from services.adapters.tenancy import acting_as
 from services.core.messages import Actor
-from services.core.tenancy import acting_as
 from services.status_worker import queries
 from services.status_worker.repository import GuardTrips, Repository
 

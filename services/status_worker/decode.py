@@ -1,7 +1,7 @@
 """The decode step: a consumed message becomes a command to apply, or a dead letter with the reason
 (and an `invalid` outcome for its caller when the message says who that is). Pure: never raises.
 
-A message without a valid signature (services/core/command_signing.py) is dead-lettered as
+A message without a valid signature (services/adapters/command_signing.py) is dead-lettered as
 `unauthenticated: ...` before its value is read, with no outcome at all: not applied, no result, no
 inbox row, so a forger can neither act nor claim a command id a real command may later carry."""
 
@@ -14,8 +14,8 @@ from uuid import UUID
 from confluent_kafka import Message
 from pydantic import ValidationError
 
-from services.core.command_signing import Purpose, SigningKeys
-from services.core.kafka_records import header, position, signature_failure
+from services.adapters.command_signing import Purpose, SigningKeys
+from services.adapters.kafka_records import header, position, signature_failure
 from services.core.messages import Actor, CommandResult, Outcome, decode_command
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION, HEADER_REQUEST_ID
 from services.status_worker.batch import DeadLetter, Decoded, Incoming

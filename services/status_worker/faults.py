@@ -11,7 +11,7 @@ from datetime import datetime
 
 from confluent_kafka import Message
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.status_worker.batch import Decoded, Processed
 from services.status_worker.kafka import OutRecord, TransactionalPublisher
 from services.status_worker.steps import Apply, Publish

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.core.kafka_records import position
+from services.adapters.kafka_records import position
 
 log = logging.getLogger(__name__)
 

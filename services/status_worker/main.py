@@ -12,11 +12,11 @@ from types import FrameType
 from confluent_kafka import Consumer, KafkaException, Producer
 from prometheus_client import start_http_server
 
-from services.core import kafka_config
-from services.core.command_signing import signing_keys, signing_refusal
-from services.core.jsonlog import configure_logging
-from services.core.kafka_admin import ensure_topics
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.command_signing import signing_keys, signing_refusal
+from services.adapters.jsonlog import configure_logging
+from services.adapters.kafka_admin import ensure_topics
+from services.adapters.settings import Settings
 from services.observability.kafka_lag import offsets_reader
 from services.observability.sentry import init_sentry
 from services.status_worker import faults, metrics

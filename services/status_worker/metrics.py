@@ -11,9 +11,9 @@ from datetime import datetime
 from confluent_kafka import Consumer, Message
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.adapters.settings import Settings
 from services.core.messages import Outcome
 from services.core.outcomes import OUTCOME_NAMES
-from services.core.settings import Settings
 from services.observability import sentry
 from services.observability.kafka_lag import group_lag
 from services.status_worker.batch import Finished

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from services.core.command_signing import Purpose, SigningKeys, signature_headers
+from services.adapters.command_signing import Purpose, SigningKeys, signature_headers
+from services.adapters.kafka_records import position
 from services.core.events import (
     CLOUDEVENTS_CONTENT_TYPE,
     HEADER_CONTENT_TYPE,
     cloud_event_of,
     encode_cloud_event,
 )
-from services.core.kafka_records import position
 from services.core.messages import CommandResult, OrderEvent, encode
 from services.core.topics import (
     HEADER_COMMAND_ID,

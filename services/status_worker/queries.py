@@ -1,4 +1,4 @@
-"""Named SQL used by the worker. Schema lives in services/core/migrations."""
+"""Named SQL used by the worker. Schema lives in services/adapters/migrations."""
 
 from typing import LiteralString
 

@@ -14,8 +14,8 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
+from services.adapters.kafka_records import position
 from services.core.decision import HIDDEN, Decision, Lookup, OrderState
-from services.core.kafka_records import position
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, OrderEvent
 from services.core.results import restaurant_of
 from services.core.statuses import OrderStatus

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from services.core.kafka_records import poll_batch, position
+from services.adapters.kafka_records import poll_batch, position
 from services.status_worker import metrics
 from services.status_worker.kafka import first_offsets, next_offsets
 

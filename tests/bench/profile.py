@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.wrk import WrkResult, run_wrk, write_orders
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.loadgen import seed
 from tests.bench.systems import sampled_pid
 from tests.stack import ServiceProcess, free_port, isolated_settings

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 
 from bench.wrk import Mode, run_wrk, write_orders
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.loadgen import Mix, Tenant, run_load, seed
 from tests.bench.systems import BaselineProcess, peak_rss_mb
 from tests.stack import ServiceProcess, free_port, isolated_settings

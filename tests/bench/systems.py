@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from tests.stack import ServiceProcess, free_port
 
 

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from bench.wrk import run_wrk, write_orders
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.loadgen import Mix, Tenant, run_load, seed
 from tests.bench.systems import BaselineProcess
 from tests.stack import isolated_settings

@@ -18,8 +18,8 @@ import httpx
 import psycopg
 from confluent_kafka import Producer
 
-from services.core import kafka_config
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.settings import Settings
 from tests.stack import ServiceProcess, free_port, isolated_settings
 from tests.topics import change_command, command_record, create_command, produce
 

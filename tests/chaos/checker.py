@@ -17,11 +17,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from services.adapters import kafka_config
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.command_api.dispatch import outcome_reply
-from services.core import kafka_config
-from services.core.kafka_records import header
 from services.core.messages import CommandResult, Outcome
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 from tests.chaos.load import KeyedRequest
 from tests.exactly_once import (

@@ -21,11 +21,11 @@ from typing import Any
 
 import psycopg
 
-from services.core.kafka_acls import apply_acls
-from services.core.kafka_admin import ensure_topics
-from services.core.kafka_principals import Role, sasl_identity
-from services.core.migrate import apply_migrations
-from services.core.settings import Settings
+from services.adapters.kafka_acls import apply_acls
+from services.adapters.kafka_admin import ensure_topics
+from services.adapters.kafka_principals import Role, sasl_identity
+from services.adapters.migrate import apply_migrations
+from services.adapters.settings import Settings
 from tests.stack import ServiceProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

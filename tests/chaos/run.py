@@ -26,7 +26,7 @@ from types import FrameType
 from rich.console import Console
 from rich.table import Table
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from tests.chaos.actions import (
     SECOND,
     FaultInjector,

@@ -17,13 +17,13 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from services.adapters.command_signing import Purpose
+from services.adapters.kafka_config import assign_only_reader
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.command_api.http import CreateOrderBody
 from services.command_api.idempotency import fingerprint
-from services.core.command_signing import Purpose
-from services.core.kafka_config import assign_only_reader
-from services.core.kafka_records import header
 from services.core.messages import CommandResult, OrderView, Outcome, decode_command
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.core.topics import HEADER_COMMAND_ID
 from tests.conftest import Stack

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from tests.conftest import Stack
 from tests.jwks import rsa_key
 from tests.stack import ORDERSTATUS, Tokens, settings_env

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from services.core import kafka_config
-from services.core.kafka_records import header
+from services.adapters import kafka_config
+from services.adapters.kafka_records import header
 from tests.conftest import Stack
 from tests.stack import Tokens
 from tests.topics import produce, read_topic

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.demo import run_demo
 from tests.observability_stack import (
     PROMETHEUS,

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from tests.e2e.test_exactly_once import order_script, wait_for_outcomes
 from tests.stack import ORDERSTATUS, ServiceProcess, isolated_settings, settings_env
 from tests.topics import command_record, create_command, produce, read_topic

@@ -15,9 +15,9 @@ import httpx
 import psycopg
 import pytest
 
-from services.core.kafka_records import header
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.core.messages import ChangeStatus, CreateOrder, decode_result
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from tests.conftest import Stack
 from tests.exactly_once import Sent, assert_exactly_once, visible_results

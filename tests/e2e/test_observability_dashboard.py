@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import yaml
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.demo import run_demo
 from services.observability import dashboard
 from tests.observability_stack import (

@@ -18,9 +18,9 @@ import httpx
 import psycopg
 import pytest
 
+from services.adapters.tenancy import revoke_staff
 from services.command_api.auth import mint_token
 from services.core.events import decode_cloud_event
-from services.core.tenancy import revoke_staff
 from tests.conftest import Stack
 from tests.stack import ServiceProcess, Tokens, free_port
 

@@ -19,8 +19,9 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from services.core.command_signing import HEADER_KEY_ID, HEADER_SIGNATURE, Purpose, SigningKeys
-from services.core.kafka_records import command_record, header
+from services.adapters.command_signing import HEADER_KEY_ID, HEADER_SIGNATURE, Purpose, SigningKeys
+from services.adapters.kafka_records import command_record, header
+from services.adapters.settings import Settings
 from services.core.messages import (
     ChangeStatus,
     CommandResult,
@@ -30,7 +31,6 @@ from services.core.messages import (
     decode_command,
     encode,
 )
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.core.topics import HEADER_COMMAND_ID, HEADER_DLQ_REASON
 from tests.conftest import Stack

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from services.adapters.settings import Settings
 from services.core.events import decode_cloud_event
-from services.core.settings import Settings
 from tests.stack import ServiceProcess, Tokens, free_port, isolated_settings
 from tests.webhooks import Receiver, running_receiver, wait_until
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.command_api.answers import COMMAND_ID_HEADER
-from services.core.kafka_records import header
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from tests.exactly_once import Sent, assert_exactly_once
 from tests.stack import ServiceProcess, Tokens, isolated_settings

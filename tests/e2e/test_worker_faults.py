@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from tests.chaos.checker import wait_until_drained
 from tests.e2e.test_exactly_once import (
     assert_each_order_walked_once,

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from tests.stack import ORDERSTATUS, free_port, settings_env
 
 

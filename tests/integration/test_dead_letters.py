@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.core.kafka_records import header
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.core.messages import decode_result
-from services.core.settings import Settings
 from services.core.topics import (
     HEADER_COMMAND_ID,
     HEADER_DLQ_OFFSET,

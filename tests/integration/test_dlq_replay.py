@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.core.kafka_records import header
-from services.core.settings import Settings
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from services.dlq import HEADER_REPLAY_OF, ParkedMessage, read_parked, replay, select
 from tests.stack import ORDERSTATUS, ServiceProcess, isolated_settings, settings_env

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
+from services.adapters.settings import Settings
 from services.command_api.auth import InvalidToken, KeysUnavailable, TokenVerifier
-from services.core.settings import Settings
 from tests.jwks import ISSUER, JwksServer, claims, jwks_server, rsa_key
 
 RSA = rsa_key("rsa-outage")

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from services.core.kafka_principals import Role, as_principal, local_password, principal_name
-from services.core.kafka_records import command_record
-from services.core.settings import Settings
+from services.adapters.kafka_principals import Role, as_principal, local_password, principal_name
+from services.adapters.kafka_records import command_record
+from services.adapters.settings import Settings
 from tests.e2e.test_signed_records import FORGER, dead_letter_reasons, outcome_of, unsigned
 from tests.local_broker import LocalBroker
 from tests.stack import ServiceProcess, isolated_settings

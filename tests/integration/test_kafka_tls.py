@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.core import kafka_config
-from services.core.kafka_acls import apply_acls
-from services.core.kafka_admin import ensure_topics
-from services.core.kafka_principals import Role, as_principal
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.kafka_acls import apply_acls
+from services.adapters.kafka_admin import ensure_topics
+from services.adapters.kafka_principals import Role, as_principal
+from services.adapters.settings import Settings
 from tests.local_broker import LocalBroker
 
 

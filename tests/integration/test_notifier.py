@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.notifier.receiver import Answer
 from services.notifier.signing import verify
 from tests.stack import ServiceProcess, Tokens, free_port, isolated_settings

@@ -13,12 +13,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from services.adapters.settings import Settings
+from services.adapters.tenancy import acting_as, grant_staff
 from services.command_api.feed_db import FIRST_PAGE
 from services.command_api.feed_queries import OPEN_ORDERS
 from services.command_api.orders_feed import OPEN_STATUSES
 from services.core.messages import Actor, Role
-from services.core.settings import Settings
-from services.core.tenancy import acting_as, grant_staff
 from tests.stack import migrated_database
 
 RESTAURANTS = 50

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from services.core.kafka_records import header
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.core.messages import decode_result
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION
 from tests.integration.test_dead_letters import wait_for_outcome
 from tests.stack import ServiceProcess, isolated_settings

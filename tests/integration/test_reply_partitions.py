@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.adapters.command_signing import Purpose
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.command_api.app import command_bus
 from services.command_api.kafka import CommandBus, OutcomeTimeout
 from services.command_api.reply_partition import reply_partition
-from services.core.command_signing import Purpose
-from services.core.kafka_records import header
 from services.core.messages import Actor, ChangeStatus, CommandResult, Outcome, Role, encode
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION
 from tests.stack import isolated_settings

@@ -11,7 +11,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.ops.retention import purge
 from tests.stack import migrated_database
 

@@ -3,7 +3,7 @@ every allow and every deny asserted; and the application role can neither bypass
 become a role that could.
 
 Each case runs as the services do: logged in as orderstatus_app, `SET LOCAL ROLE` + claims for one
-transaction (services/core/tenancy.py), always rolled back."""
+transaction (services/adapters/tenancy.py), always rolled back."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from services.adapters.migrate import apply_migrations
+from services.adapters.settings import Settings
+from services.adapters.tenancy import APP_ROLE, acting_as, grant_staff, revoke_staff
 from services.core.messages import Actor, Role
-from services.core.migrate import apply_migrations
-from services.core.settings import Settings
-from services.core.tenancy import APP_ROLE, acting_as, grant_staff, revoke_staff
 from tests.stack import drop_database, migrated_database, with_database
 
 OWN = uuid.UUID("00000000-0000-4000-8000-00000000000a")

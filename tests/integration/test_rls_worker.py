@@ -12,6 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from services.adapters.settings import Settings
+from services.adapters.tenancy import grant_staff
 from services.core.messages import (
     Actor,
     ChangeStatus,
@@ -19,9 +21,7 @@ from services.core.messages import (
     Outcome,
     Role,
 )
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
-from services.core.tenancy import grant_staff
 from services.status_worker.batch import Incoming
 from services.status_worker.db import UnitOfWork
 from services.status_worker.service import apply_batch

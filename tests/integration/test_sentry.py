@@ -19,8 +19,8 @@ import httpx
 import psycopg
 import pytest
 
-from services.core.kafka_records import header
-from services.core.settings import Settings
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.observability import sentry
 from tests.stack import ServiceProcess, Tokens, isolated_settings
 from tests.topics import read_topic

@@ -17,10 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from services.adapters.settings import Settings
+from services.adapters.tenancy import APP_ROLE
 from services.core.messages import ChangeStatus, ConflictType, Outcome
-from services.core.settings import Settings
 from services.core.statuses import OrderStatus
-from services.core.tenancy import APP_ROLE
 from services.status_worker.batch import Incoming, Processed
 from services.status_worker.db import UnitOfWork
 from services.status_worker.service import apply_batch

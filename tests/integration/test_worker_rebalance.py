@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
-from services.core.kafka_records import header
-from services.core.settings import Settings
+from services.adapters.kafka_records import header
+from services.adapters.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from services.status_worker import kafka
 from services.status_worker.db import WorkerDatabase

@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from services.adapters.settings import DEV_JWT_SECRET, Settings
 from services.command_api.auth import InvalidToken, KeysUnavailable, TokenVerifier, mint_token
 from services.core.messages import Actor, Role
-from services.core.settings import DEV_JWT_SECRET, Settings
 from tests.jwks import ISSUER, JwksServer, SigningKey, claims, ec_key, jwks_server, rsa_key
 from tests.unit.strategies import UNIT_SETTINGS
 

@@ -1,4 +1,4 @@
-"""Signed commands and results (services/core/command_signing.py): what verifies, what does not,
+"""Signed commands and results (services/adapters/command_signing.py): what verifies, what does not,
 keys from settings (fail-closed outside a local environment), rotation; and where the worker and
 the DLQ replay use them (verify_and_decode, result_record, replay_of)."""
 
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from services.core.command_signing import (
+from services.adapters.command_signing import (
     DEV_KEY_ID,
     DEV_KEYS_SETTING,
     HEADER_KEY_ID,
@@ -29,9 +29,9 @@ from services.core.command_signing import (
     signing_refusal,
     verification_failure,
 )
-from services.core.kafka_records import command_record, signature_failure
+from services.adapters.kafka_records import command_record, signature_failure
+from services.adapters.settings import Settings
 from services.core.messages import CommandResult, Outcome
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from services.dlq import ParkedMessage, replay_of
 from services.status_worker.batch import DeadLetter, Incoming

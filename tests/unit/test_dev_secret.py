@@ -8,10 +8,10 @@ import base64
 import pytest
 from pydantic import SecretStr
 
+from services.adapters.command_signing import signing_refusal
+from services.adapters.settings import DEV_JWT_SECRET, Settings, is_local_environment
 from services.cli import main as cli
 from services.command_api.auth import TokenVerifier, mint_token
-from services.core.command_signing import signing_refusal
-from services.core.settings import DEV_JWT_SECRET, Settings, is_local_environment
 from services.ops.verdicts import Verdict, judge_config
 
 LOCAL = ["dev", "test", "local"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.figures.app import FiguresApp
 
 

@@ -11,7 +11,7 @@ import asyncio
 import httpx
 import pytest
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 from services.figures.app import FiguresApp
 from services.figures.http import create_web_app
 from services.figures.metrics import FiguresMetrics

@@ -1,4 +1,4 @@
-"""The ACL table (services/core/kafka_acls.py) read as the issue states it: who may write and read
+"""The ACL table (services/adapters/kafka_acls.py) read as the issue states it: who may write and read
 each topic. The broker's enforcement of it is tests/integration/test_kafka_security.py."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from confluent_kafka.admin._acl import AclOperation
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
-from services.core.kafka_acls import bindings, grants
-from services.core.kafka_principals import Role, principal_name
-from services.core.settings import Settings
+from services.adapters.kafka_acls import bindings, grants
+from services.adapters.kafka_principals import Role, principal_name
+from services.adapters.settings import Settings
 
 SETTINGS = Settings(kafka_topic_prefix="p", worker_group_id="p-worker")
 TOPICS = SETTINGS.topics

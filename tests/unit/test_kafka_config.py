@@ -12,8 +12,8 @@ import faust
 import pytest
 from pydantic import ValidationError
 
-from services.core import kafka_config
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.settings import Settings
 
 Builder = Callable[[Settings], kafka_config.Config]
 

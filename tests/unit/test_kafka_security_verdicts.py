@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core.kafka_principals import Role, sasl_identity
-from services.core.settings import Settings
+from services.adapters.kafka_principals import Role, sasl_identity
+from services.adapters.settings import Settings
 from services.ops.verdicts import BrokerSecurity, Verdict, judge_kafka_security
 
 SECURED = BrokerSecurity(

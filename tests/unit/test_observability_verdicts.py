@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from services.core.settings import DEV_JWT_SECRET, Settings
+from services.adapters.settings import DEV_JWT_SECRET, Settings
 from services.observability import slis
 from services.observability.kafka_lag import PartitionLag, lag_of
 from services.ops.doctor import window_seconds

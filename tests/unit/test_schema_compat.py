@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from pydantic import BaseModel, create_model
 
+from services.adapters.schemas import CONTRACTS, render
 from services.core.events import OrderChangeData, OrderCloudEvent, encode_cloud_event
 from services.core.schema_compat import breaking_changes
-from services.core.schemas import CONTRACTS, render
 from services.core.statuses import OrderStatus
 from tests.unit.strategies import UNIT_SETTINGS, cloud_events
 from tests.unit.test_schemas import violations

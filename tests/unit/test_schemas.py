@@ -16,9 +16,9 @@ from uuid import UUID
 import pytest
 from hypothesis import given
 
+from services.adapters.schemas import CONTRACTS, render, write_schemas
 from services.core.events import OrderCloudEvent, encode_cloud_event
 from services.core.messages import ChangeStatus, CommandResult, CreateOrder, encode
-from services.core.schemas import CONTRACTS, render, write_schemas
 from tests.unit.strategies import (
     CHANGE_STATUS_EXAMPLE,
     UNIT_SETTINGS,

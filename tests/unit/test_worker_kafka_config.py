@@ -1,13 +1,13 @@
 """The worker's Kafka client configurations, value for value as they were before the builders moved
-into services/core/kafka_config.py (issue 8): the move changes no setting of the worker."""
+into services/adapters/kafka_config.py (issue 8): the move changes no setting of the worker."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.core.kafka_config import worker_consumer as consumer_config
-from services.core.kafka_config import worker_producer as producer_config
-from services.core.settings import Settings
+from services.adapters.kafka_config import worker_consumer as consumer_config
+from services.adapters.kafka_config import worker_producer as producer_config
+from services.adapters.settings import Settings
 
 PLAIN: dict[str, Any] = {
     "kafka_bootstrap_servers": "127.0.0.1:19092",

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from confluent_kafka import Message
 
+from services.adapters.settings import Settings
 from services.core.events import CLOUDEVENTS_CONTENT_TYPE, decode_cloud_event
 from services.core.messages import (
     Actor,
@@ -25,7 +26,6 @@ from services.core.messages import (
     decode_result,
     encode,
 )
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REPLY_PARTITION, Topics
 from services.status_worker import faults
 from services.status_worker.batch import DeadLetter, Finished, Incoming, diverted

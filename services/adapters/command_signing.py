@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from services.core.settings import Settings, is_local_environment
+from services.adapters.settings import Settings, is_local_environment
 
 HEADER_SIGNATURE = "sig"
 HEADER_KEY_ID = "sig.kid"

@@ -26,7 +26,7 @@ import ssl
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT

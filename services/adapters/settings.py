@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     kafka_command_partitions: int = 12
     kafka_replication_factor: int = 1
 
-    # ---- issue 11: how every Kafka client proves who it is (services/core/kafka_config.py) -------
+    # ---- issue 11: how every Kafka client proves who it is (services/adapters/kafka_config.py) -------
     kafka_security_protocol: KafkaSecurityProtocol = Field(
         "PLAINTEXT",
         description="PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL, for every client of the project "
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     jwt_audience: str = "authenticated"
     jwt_issuer: str | None = None
 
-    # ---- issue 11: signed commands and results (services/core/command_signing.py) ----------------
+    # ---- issue 11: signed commands and results (services/adapters/command_signing.py) ----------------
     command_signing_keys: SecretStr = Field(
         SecretStr(""),
         description="kid:base64secret[,kid:base64secret]: HMAC-SHA256 keys (32+ bytes) that sign "

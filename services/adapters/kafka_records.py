@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from services.core.command_signing import (
+from services.adapters.command_signing import (
     HEADER_KEY_ID,
     HEADER_SIGNATURE,
     Purpose,
@@ -17,9 +17,9 @@ from services.core.command_signing import (
     signature_headers,
     verification_failure,
 )
-from services.core.kafka_config import assign_only_reader
+from services.adapters.kafka_config import assign_only_reader
+from services.adapters.settings import Settings
 from services.core.messages import ChangeStatus, CreateOrder, encode
-from services.core.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID, HEADER_REQUEST_ID
 
 
@@ -114,7 +114,7 @@ def read_to_end(
 class CommandRecord(NamedTuple):
     """A command as it travels on the commands topic: keyed by order id (so one order's commands
     share a partition), its id and request id in headers (readable without decoding the value), and
-    its signature (services/core/command_signing.py)."""
+    its signature (services/adapters/command_signing.py)."""
 
     key: bytes
     value: bytes

@@ -17,7 +17,7 @@ from uuid import UUID
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from services.core import queries
+from services.adapters import queries
 from services.core.messages import Actor
 
 APP_ROLE = "orderstatus_app"

@@ -17,9 +17,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._acl import AclBinding, AclBindingFilter, AclOperation, AclPermissionType
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
-from services.core import kafka_config
-from services.core.kafka_principals import Role, principal_name
-from services.core.settings import Settings
+from services.adapters import kafka_config
+from services.adapters.kafka_principals import Role, principal_name
+from services.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
 

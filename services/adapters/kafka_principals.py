@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from services.core.settings import Settings
+from services.adapters.settings import Settings
 
 
 class Role(StrEnum):
