@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 
 def migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("services.core").joinpath("migrations")
+    folder = resources.files("services.adapters").joinpath("migrations")
     files = sorted(
         (entry.name, entry.read_text()) for entry in folder.iterdir() if entry.name.endswith(".sql")
     )
