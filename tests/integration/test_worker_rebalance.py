@@ -15,12 +15,13 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
+from services.adapters import kafka_config
 from services.adapters.kafka_records import header
 from services.adapters.settings import Settings
 from services.core.topics import HEADER_COMMAND_ID
 from services.status_worker import kafka
 from services.status_worker.db import WorkerDatabase
-from services.status_worker.kafka import OutRecord, consumer_config, producer_config
+from services.status_worker.kafka import OutRecord
 from services.status_worker.main import build_worker
 from services.status_worker.pipeline import StatusWorker
 from tests.stack import isolated_settings
@@ -45,8 +46,8 @@ class WorkerThread:
     def __init__(self, settings: Settings, worker_id: str) -> None:
         self.settings = settings.model_copy(update={"worker_id": worker_id})
         self.stop = threading.Event()
-        self.consumer = Consumer(consumer_config(self.settings))
-        self.producer = Producer(producer_config(self.settings))
+        self.consumer = Consumer(kafka_config.worker_consumer(self.settings))
+        self.producer = Producer(kafka_config.worker_producer(self.settings))
         self.database = WorkerDatabase(self.settings.database_url)
         self.worker, _ = build_worker(
             self.settings, self.consumer, self.producer, self.database, self.stop
