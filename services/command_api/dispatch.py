@@ -136,14 +136,22 @@ class CommandDispatch:
                 return refusal
         caller = caller_of(command.actor)
         if key is not None:
-            holder = await self.claims.claim(
-                caller=caller,
-                key=key.value,
-                fingerprint=key.fingerprint,
-                command_id=command.command_id,
-                order_id=command.order_id,
-            )
+            # Announced before the claim's round trip: a concurrent retry whose claim returns
+            # first (before this coroutine resumes) must find the publication under way.
+            flight = self._announce(command.command_id)
+            try:
+                holder = await self.claims.claim(
+                    caller=caller,
+                    key=key.value,
+                    fingerprint=key.fingerprint,
+                    command_id=command.command_id,
+                    order_id=command.order_id,
+                )
+            except BaseException:
+                self._settle(command.command_id, flight, published=False)
+                raise
             if holder is not None:
+                self._settle(command.command_id, flight, published=False)
                 return await self._replay(holder, key, command, mode)
         elif mode is Mode.RESPOND_ASYNC:
             await self._record(command)
@@ -201,17 +209,25 @@ class CommandDispatch:
         if not keyed:
             await self.bus.publish(command)
             return
-        flight = asyncio.get_running_loop().create_future()
-        self._publishing.setdefault(command.command_id, flight)
+        flight = self._publishing.get(command.command_id) or self._announce(command.command_id)
+        published = False
         try:
             await self.bus.publish(command)
             await self._quietly(self.claims.mark_published(command.command_id))
-            flight.set_result(True)
+            published = True
         finally:
-            if not flight.done():
-                flight.set_result(False)
-            if self._publishing.get(command.command_id) is flight:
-                del self._publishing[command.command_id]
+            self._settle(command.command_id, flight, published=published)
+
+    def _announce(self, command_id: UUID) -> asyncio.Future[bool]:
+        """This process is about to publish `command_id` (a keyed command)."""
+        flight: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        return self._publishing.setdefault(command_id, flight)
+
+    def _settle(self, command_id: UUID, flight: asyncio.Future[bool], *, published: bool) -> None:
+        if not flight.done():
+            flight.set_result(published)
+        if self._publishing.get(command_id) is flight:
+            del self._publishing[command_id]
 
     async def _published_meanwhile(self, holder: KeyHolder) -> bool:
         """Whether the claim's command is published, waiting for this process's own publication

@@ -374,3 +374,34 @@ def test_a_concurrent_retry_waits_for_the_publication_under_way() -> None:
     answers = run(both())
     assert [a.status for a in answers] == [201, 201]
     assert len(system.bus.published) == 1
+
+
+def test_a_retry_whose_claim_returns_first_waits_for_the_claimers_publication() -> None:
+    """The claimer's claim is stored, but its round trip comes back after the retry's: the retry
+    sees an unpublished claim before the claimer resumes, and must not send a copy."""
+    system = System()
+    key = IdempotencyKey("k", "fp")
+    claim = system.claims.claim
+    stored = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def late_answer(**kwargs: Any) -> KeyHolder | None:
+        holder = await claim(**kwargs)
+        if holder is None:  # the claimer: stored now, answered later
+            stored.set()
+            await resume.wait()
+        return holder
+
+    system.claims.claim = late_answer  # type: ignore[method-assign]
+
+    async def both() -> list[Any]:
+        first = asyncio.create_task(system.dispatch.submit(create(), key, Mode.WAIT))
+        await stored.wait()
+        second = asyncio.create_task(system.dispatch.submit(create(), key, Mode.WAIT))
+        await asyncio.sleep(0.01)
+        resume.set()
+        return list(await asyncio.gather(first, second))
+
+    answers = run(both())
+    assert [a.status for a in answers] == [201, 201]
+    assert len(system.bus.published) == 1
