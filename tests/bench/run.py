@@ -51,10 +51,12 @@ PHASES = ("ceiling", "closed", "sweep", "hot", "profile", "drain")
 SETTLE_S = 5.0
 BUDGET_S = 14 * 60
 """make bench stops starting phases when less than their share of this is left."""
-API_PROCESSES = 2
-"""The project's API as make bench runs it: two processes (one per core of this machine), each
-reading its own results partition (API_RESULTS_PARTITION=auto). Measured against one process in
-alternating runs on the shared machine (docs/performance.md, notes)."""
+API_PROCESSES = 1
+"""The project's API as make bench runs it. Two processes (each reading its own results partition,
+API_RESULTS_PARTITION=auto) did no better on this 2-core machine, where the worker, Kafka and
+PostgreSQL share the cores: back to back on a quiet machine (2 Dec 2026), two processes gave a knee
+of 100/s, 208 PATCH/s at 32 connections and 559 answered/s on hot orders; one process 250/s, 256/s
+and 608/s (docs/performance.md, notes). `--api-processes N` runs N."""
 API_LIMIT_CONCURRENCY = 1024
 """Per API process: above the load generator's 512 connections, so the knee is where latency
 gives out, not where uvicorn's shedding (the default 200, a resource bound) starts answering 503."""
