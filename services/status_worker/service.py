@@ -113,15 +113,18 @@ class Bookkeeping:
         self.analytics: list[dict[str, Any]] = []
 
     def add(self, item: Incoming, decision: Decision, now: datetime) -> Processed:
-        command = item.command
-        result = result_of(command, decision, now)
-        event = event_of(command, decision) if decision.applied else None
         analytics = ANALYTICS_TYPES.get(decision.outcome)
         if analytics is not None:
-            self.analytics.append(analytics_row(analytics, command, decision))
-        processed = Processed(result, event, (item.partition, item.offset))
+            self.analytics.append(analytics_row(analytics, item.command, decision))
+        processed = processed_of(item, decision, now)
         self.outcomes.append((item, processed))
         return processed
+
+
+def processed_of(item: Incoming, decision: Decision, now: datetime) -> Processed:
+    """The command's result and, for an applied change, its event: what the batch publishes."""
+    event = event_of(item.command, decision) if decision.applied else None
+    return Processed(result_of(item.command, decision, now), event, (item.partition, item.offset))
 
 
 def apply(
@@ -140,12 +143,10 @@ def apply(
             decision = decide(sighting.lookup, command, now)
             if decision.applied:
                 decision = _write_as_permitted(uow, command, decision, now, sighting, deferred)
-        result = result_of(command, decision, now)
-        event = event_of(command, decision) if decision.applied else None
         analytics = ANALYTICS_TYPES.get(decision.outcome)
         if analytics is not None:
             uow.repository.record_analytics(analytics, command, decision, now)
-        processed = Processed(result, event, (item.partition, item.offset))
+        processed = processed_of(item, decision, now)
         uow.repository.record_outcome(item, processed, now)
     return processed
 
