@@ -103,17 +103,11 @@ def bindings(chosen: Iterable[Grant]) -> list[AclBinding]:
     return [binding for grant in chosen for binding in grant.bindings()]
 
 
-def _admin(settings: Settings) -> AdminClient:
-    """librdkafka's info lines (e.g. BGQUEUE "Purging unserved events" at exit) left out: they
-    were the one stray line in `make up`'s output; notices, warnings and errors still print."""
-    return AdminClient({**kafka_config.admin(settings), "log_level": 5})
-
-
 def apply_acls(settings: Settings, timeout: float = 30.0) -> int:
     """Creates every ACL of `settings` (creating one that exists is a no-op), connecting as the
     settings' principal (the operator); returns how many."""
     wanted = bindings(grants(settings))
-    admin = _admin(settings)
+    admin = AdminClient(kafka_config.acl_admin(settings))
     for future in admin.create_acls(wanted, request_timeout=timeout).values():
         future.result()
     _wait_until_in_force(admin, wanted, timeout)
@@ -151,7 +145,7 @@ def remove_acls(settings: Settings, timeout: float = 30.0) -> int:
     """Deletes the ACLs scoped to the settings' topic prefix and groups (not the shared ones, which
     other prefixes on the same broker use too); returns how many the broker deleted."""
     filters = [_exact_filter(b) for b in bindings(g for g in grants(settings) if not g.shared)]
-    admin = _admin(settings)
+    admin = AdminClient(kafka_config.acl_admin(settings))
     deleted = 0
     for future in admin.delete_acls(filters, request_timeout=timeout).values():
         try:

@@ -19,6 +19,7 @@ Builder = Callable[[Settings], kafka_config.Config]
 
 BUILDERS: dict[str, Builder] = {
     "admin": kafka_config.admin,
+    "acl_admin": kafka_config.acl_admin,
     "client": kafka_config.client,
     "api_producer": kafka_config.api_producer,
     "api_results_consumer": kafka_config.api_results_consumer,
