@@ -210,6 +210,11 @@ class Settings(BaseSettings):
     worker_static_membership: bool = True
     worker_session_timeout_ms: int = 10_000
     worker_transaction_timeout_ms: int = 10_000
+    worker_fence_departed_slots: bool = Field(
+        True,
+        description="On a partition assignment, abort the open transactions of worker slots that "
+        "left the group by fencing their transactional.id (docs/instances.md)",
+    )
     worker_kafka_retry_backoff_ms: int = Field(
         1,
         ge=1,

@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from services.adapters.kafka_records import position
+from services.status_worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +180,79 @@ class TransactionalPublisher:
                 if not error.retriable() or attempt == attempts - 1:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+
+
+def departed_slots(seen: set[str], members: set[str], own: str) -> list[str]:
+    """The worker slots (group.instance.id = transactional.id) that were members of the group at an
+    earlier assignment and are not now: their last transaction may still be open."""
+    return sorted(seen - members - {own})
+
+
+class SlotFencer:
+    """On each partition assignment, fences the transactional ids of worker slots that have left
+    the group: `init_transactions` under a departed slot's transactional.id aborts its open
+    transaction at once, so the partitions taken over are readable (read_committed) now rather
+    than at transaction.timeout.ms. Slots are known from the group's own member list (static
+    membership: group.instance.id is the slot's transactional.id), remembered between assignments;
+    a live member is never fenced. Limits and trade-offs: docs/instances.md."""
+
+    def __init__(
+        self,
+        admin: AdminClient,
+        group_id: str,
+        own_slot: str,
+        producer_config: dict[str, object],
+        timeout: float = 30.0,
+    ) -> None:
+        self.admin = admin
+        self.group_id = group_id
+        self.own_slot = own_slot
+        self.producer_config = producer_config
+        self.timeout = timeout
+        self.seen: set[str] = set()
+
+    def members(self) -> set[str] | None:
+        """The group.instance.ids of the group's members now, or None when the broker does not say."""
+        try:
+            futures = self.admin.describe_consumer_groups(
+                [self.group_id], request_timeout=self.timeout
+            )
+            group = futures[self.group_id].result()
+        except KafkaException as exc:
+            log.warning("group members unknown", extra={"error": str(exc.args[0])})
+            return None
+        return {m.group_instance_id for m in group.members if m.group_instance_id}
+
+    def after_assignment(self) -> list[str]:
+        """Fences every slot seen before and gone now; returns them."""
+        members = self.members()
+        if members is None:
+            return []
+        gone = departed_slots(self.seen, members, self.own_slot)
+        for slot in gone:
+            self.fence(slot)
+        self.seen = members | {self.own_slot}
+        return gone
+
+    def fence(self, slot: str) -> None:
+        started = time.monotonic()
+        producer = Producer({**self.producer_config, "transactional.id": slot})
+        try:
+            producer.init_transactions(self.timeout)
+        except KafkaException as exc:  # the slot stays unfenced: its transaction times out
+            log.warning(
+                "fencing a departed worker slot failed",
+                extra={"evt": "worker_slot_fence_failed", "slot": slot, "error": str(exc)},
+            )
+            return
+        finally:
+            producer.flush(0)
+        metrics.FENCED_SLOTS.inc()
+        log.info(
+            "departed worker slot fenced: its open transaction is aborted",
+            extra={
+                "evt": "worker_slot_fenced",
+                "slot": slot,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )

@@ -10,6 +10,7 @@ import threading
 from types import FrameType
 
 from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 from prometheus_client import start_http_server
 
 from services.adapters import kafka_config
@@ -29,6 +30,7 @@ from services.status_worker.guards import (
 from services.status_worker.kafka import (
     RESTART_EXIT_CODE,
     STUCK_GRACE_S,
+    SlotFencer,
     TransactionalPublisher,
 )
 from services.status_worker.outputs import Destinations
@@ -62,6 +64,8 @@ def build_worker(
         publisher.plan = plan
     publisher.init()
     source = CommandSource(consumer, settings.topics.commands, settings.worker_batch_max)
+    if settings.worker_fence_departed_slots and settings.worker_static_membership:
+        source.after_assign = slot_fencer(settings).after_assignment
     database_step = ApplyStep(database)
     apply: Apply = database_step
     publish: Publish = PublishStep(publisher, source)
@@ -86,6 +90,17 @@ def build_worker(
         pipelined=settings.worker_pipelined,
     )
     return worker, source
+
+
+def slot_fencer(settings: Settings) -> SlotFencer:
+    """Slots are named alike in the group (group.instance.id) and as transactional ids."""
+    producer = kafka_config.worker_producer(settings)
+    return SlotFencer(
+        AdminClient(kafka_config.admin(settings)),
+        settings.worker_group_id,
+        producer["transactional.id"],
+        {key: value for key, value in producer.items() if key != "transactional.id"},
+    )
 
 
 def run(settings: Settings | None = None) -> None:

@@ -63,6 +63,11 @@ DATABASE_UNAVAILABLE = Counter(
 ASSIGNED_PARTITIONS = Gauge(
     "orderstatus_worker_assigned_partitions", "Command partitions assigned to this worker"
 )
+FENCED_SLOTS = Counter(
+    "orderstatus_worker_fenced_slots_total",
+    "Transactional ids of departed worker slots fenced on a partition assignment (their open "
+    "transaction aborted at once instead of at transaction.timeout.ms; docs/instances.md)",
+)
 CONSUMER_LAG = Gauge(
     "orderstatus_worker_consumer_lag",
     "Commands not yet processed (high watermark - committed offset) on this worker's partitions",

@@ -33,6 +33,9 @@ class CommandSource:
         self.assigned: set[tuple[str, int]] = set()
         self.before_revoke: Callable[[], None] = lambda: None
         """Called before partitions are taken away: the pipeline settles its batch in flight."""
+        self.after_assign: Callable[[], object] = lambda: None
+        """Called once partitions are given: departed slots' open transactions are fenced
+        (kafka.SlotFencer) before the first fetch of the partitions taken over."""
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -48,6 +51,7 @@ class CommandSource:
             "partitions assigned",
             extra={"evt": "partitions_assigned", "partitions": sorted(p for _, p in self.assigned)},
         )
+        self.after_assign()
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.before_revoke()
