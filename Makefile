@@ -26,6 +26,11 @@ PROMETHEUS_URL ?= http://127.0.0.1:$(PROMETHEUS_PORT)
 # The local stack is a local environment: the dev JWT secret and `orderstatus token` work only in
 # dev/test/local (an unset ENVIRONMENT refuses them; docs/security.md).
 ENVIRONMENT ?= dev
+# How many of each `make up` runs (docs/instances.md): WORKERS workers (worker-1..N, each its own
+# WORKER_ID, metrics port, pid file and log) and one API of API_PROCESSES processes on one port.
+WORKERS ?= 1
+API_PROCESSES ?= 1
+export WORKERS API_PROCESSES
 export KAFKA_PORT PGPORT_LOCAL PROMETHEUS_PORT KAFKA_BOOTSTRAP_SERVERS DATABASE_URL DATABASE_ADMIN_URL PROMETHEUS_URL ENVIRONMENT
 # Kafka as a security boundary (issue 11, docs/security.md): with KAFKA_SECURITY=sasl the broker
 # authenticates every client (SASL/SCRAM-SHA-512) and authorizes it by ACLs. The CLI and the tests
@@ -75,15 +80,15 @@ infra: install ## Start PostgreSQL, Kafka and Prometheus (each waits until ready
 migrate: infra ## Apply the database migrations
 	@$(BIN)/orderstatus migrate
 
-up: migrate ## infra + migrations + topics + ACLs + API, worker, figures app, notifier + demo
+up: migrate ## infra + migrations + topics + ACLs + API, workers, figures app, notifier + demo (WORKERS=N API_PROCESSES=M)
 	@$(BIN)/orderstatus topics
 	@$(BIN)/orderstatus kafka-acls apply
 	@$(LOCAL)/services.sh start all
 	@$(BIN)/orderstatus demo
 	@echo
 	@echo "Order Status is up:"
-	@echo "  API          http://127.0.0.1:$${API_PORT:-8000}   (/readyz, /metrics)"
-	@echo "  worker       http://127.0.0.1:$${WORKER_METRICS_PORT:-9101}/metrics"
+	@echo "  API          http://127.0.0.1:$${API_PORT:-8000}   ($(API_PROCESSES) process(es) on the one port; /readyz, /metrics)"
+	@$(LOCAL)/services.sh status worker | awk '{printf "  %-12s %s\n", $$1, $$NF}'
 	@echo "  figures      http://127.0.0.1:$${FIGURES_PORT:-6066}/   (live page; JSON: /restaurants/<id>/figures, /metrics)"
 	@echo "  notifier     http://127.0.0.1:$${NOTIFIER_METRICS_PORT:-9102}/metrics   (webhooks)"
 	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)   ($(KAFKA_SECURITY); ACLs: orderstatus kafka-acls show)"
