@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -86,6 +87,10 @@ class Run:
     fences: list[dict[str, object]] = field(default_factory=list)
     timed_out: bool = False
     mid_transaction: bool = True
+    killed_wall: float = 0.0
+    """time.time() at the kill, to place the services' log lines."""
+    reassigned_s: float | None = None
+    """From the kill to the assignment that gave the killed partitions to a live worker."""
     died_by_fault: bool = False
 
 
@@ -196,6 +201,18 @@ async def drive(
         generator.cancel()
         await asyncio.gather(generator, return_exceptions=True)
     run.fences = log_events(survivor, "worker_slot_fenced")
+    run.reassigned_s = reassigned_after(run, workers[1:])
+
+
+def reassigned_after(run: Run, live: list[ServiceProcess]) -> float | None:
+    """Seconds from the kill to the first assignment (logged) of a killed partition to `live`."""
+    times = [
+        datetime.fromisoformat(str(line["ts"])).timestamp() - run.killed_wall
+        for process in live
+        for line in log_events(process, "partitions_assigned")
+        if run.killed_partitions & set(line["partitions"])  # type: ignore[call-overload]
+    ]
+    return min((t for t in times if t > 0), default=None)
 
 
 async def kill_mid_load(doomed: ServiceProcess, run: Run) -> None:
@@ -206,7 +223,7 @@ async def kill_mid_load(doomed: ServiceProcess, run: Run) -> None:
     while time.monotonic() < deadline and doomed.process.poll() is None:
         await asyncio.sleep(0.005)
     run.died_by_fault = doomed.process.poll() is not None
-    run.killed_at = time.monotonic()
+    run.killed_at, run.killed_wall = time.monotonic(), time.time()
     doomed.kill()
 
 
@@ -265,7 +282,7 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
     )
     print(
         f"{'case':<44} {'death':>8} {'open txn':>8} {'killed p.':>10} {'stall max':>9} {'stall min':>9} "
-        f"{'others':>7} {'fenced':>7} {'p50 before':>10}"
+        f"{'others':>7} {'reassigned':>10} {'fenced':>7} {'p50 before':>10}"
     )
     for run in runs:
         longest = gaps(run)
@@ -276,6 +293,7 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
             for a in run.answers
             if a.answered < run.killed_at and a.status in (200, 201)
         ]
+        reassigned = "-" if run.reassigned_s is None else f"{run.reassigned_s:.1f}s"
         fence_ms = ",".join(f"{f.get('duration_ms')}ms" for f in run.fences) or "-"
         label = f"{run.case.name}  {run.case.what}" + ("  (CUT OFF)" if run.timed_out else "")
         print(
@@ -283,14 +301,15 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
             f"{'yes' if run.aborted_results else 'no':>8} "
             f"{','.join(map(str, sorted(run.killed_partitions))):>10} "
             f"{max(killed, default=0):>8.1f}s {min(killed, default=0):>8.1f}s "
-            f"{max(others, default=0):>6.1f}s {fence_ms:>7} "
+            f"{max(others, default=0):>6.1f}s {reassigned:>10} {fence_ms:>7} "
             f"{statistics.median(before) * 1000 if before else 0:>8.0f}ms"
         )
     print(
         "stall: per partition, the longest time between two answers from the last one before the "
         "kill; 'others': the survivor's own partitions (they pause for the rebalance too); open "
         "txn: the results topic holds aborted records; death: fault = died mid-transaction "
-        "(crash_before_kafka_commit), SIGKILL = kill -9 wherever it was."
+        "(crash_before_kafka_commit), SIGKILL = kill -9 wherever it was; reassigned: from the "
+        "kill to the killed partitions' assignment to a live worker (its log)."
     )
 
 
@@ -306,12 +325,14 @@ def main() -> None:
         "as kill -9 there) with its batch's records and offsets in an open transaction; signal: "
         "SIGKILL after the warm-up, wherever the worker is",
     )
+    parser.add_argument("--logs", default="", help="keep the services' logs in this directory")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="stop after this")
     args = parser.parse_args()
     base = Settings()
     started = time.monotonic()
     runs = []
-    with tempfile.TemporaryDirectory(prefix="takeover-") as logs:
+    with tempfile.TemporaryDirectory(prefix="takeover-") as temporary:
+        logs = args.logs or temporary
         for name in args.cases:
             if time.monotonic() - started > args.max_seconds - CASE_LIMIT_S - 30:
                 print(f"case {name} skipped: --max-seconds {args.max_seconds:.0f} would be passed")

@@ -62,10 +62,9 @@ def build_worker(
     )
     if isinstance(publisher, faults.FaultyPublisher) and plan:
         publisher.plan = plan
-    publisher.init()
     source = CommandSource(consumer, settings.topics.commands, settings.worker_batch_max)
-    if settings.worker_fence_departed_slots and settings.worker_static_membership:
-        source.after_assign = slot_fencer(settings).after_assignment
+    fence = settings.worker_fence_departed_slots and settings.worker_static_membership
+    source.after_assign = OnAssignment(publisher, slot_fencer(settings) if fence else None)
     database_step = ApplyStep(database)
     apply: Apply = database_step
     publish: Publish = PublishStep(publisher, source)
@@ -90,6 +89,26 @@ def build_worker(
         pipelined=settings.worker_pipelined,
     )
     return worker, source
+
+
+class OnAssignment:
+    """What a worker does when given partitions, before it fetches from them. The first time: its
+    producer's init_transactions, which fences its own slot's predecessor (aborting what that one
+    left open). Only then, once a member of the group: a survivor fences the slots that are not
+    members, so it never fences this worker's new producer. Each time: the slots that left the
+    group since the last assignment are fenced (kafka.SlotFencer; docs/instances.md)."""
+
+    def __init__(self, publisher: TransactionalPublisher, fencer: SlotFencer | None) -> None:
+        self.publisher = publisher
+        self.fencer = fencer
+        self.initialized = False
+
+    def __call__(self) -> None:
+        if not self.initialized:
+            self.publisher.init()
+            self.initialized = True
+        if self.fencer is not None:
+            self.fencer.after_assignment()
 
 
 def slot_fencer(settings: Settings) -> SlotFencer:

@@ -34,8 +34,8 @@ class CommandSource:
         self.before_revoke: Callable[[], None] = lambda: None
         """Called before partitions are taken away: the pipeline settles its batch in flight."""
         self.after_assign: Callable[[], object] = lambda: None
-        """Called once partitions are given: departed slots' open transactions are fenced
-        (kafka.SlotFencer) before the first fetch of the partitions taken over."""
+        """Called when partitions are given, before they are fetched: the first time, the
+        producer's init_transactions; each time, departed slots fenced (main.OnAssignment)."""
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
@@ -45,13 +45,13 @@ class CommandSource:
     # Rebalance callbacks: processing happens between polls, and a batch whose transaction is in
     # flight is settled first (before_revoke), so partitions change hands between transactions.
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.after_assign()  # before anything is fetched from the partitions
         self.assigned = {(tp.topic, tp.partition) for tp in partitions}
         metrics.ASSIGNED_PARTITIONS.set(len(self.assigned))
         log.info(
             "partitions assigned",
             extra={"evt": "partitions_assigned", "partitions": sorted(p for _, p in self.assigned)},
         )
-        self.after_assign()
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.before_revoke()
