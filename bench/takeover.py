@@ -89,7 +89,7 @@ class Run:
     mid_transaction: bool = True
     killed_wall: float = 0.0
     """time.time() at the kill, to place the services' log lines."""
-    reassigned_s: float | None = None
+    reassigned: tuple[float, str] | None = None
     """From the kill to the assignment that gave the killed partitions to a live worker."""
     died_by_fault: bool = False
 
@@ -201,18 +201,22 @@ async def drive(
         generator.cancel()
         await asyncio.gather(generator, return_exceptions=True)
     run.fences = log_events(survivor, "worker_slot_fenced")
-    run.reassigned_s = reassigned_after(run, workers[1:])
+    run.reassigned = reassigned_after(run, workers[1:])
 
 
-def reassigned_after(run: Run, live: list[ServiceProcess]) -> float | None:
-    """Seconds from the kill to the first assignment (logged) of a killed partition to `live`."""
+def reassigned_after(run: Run, live: list[ServiceProcess]) -> tuple[float, str] | None:
+    """Seconds from the kill to the first assignment (logged) of a killed partition to a `live`
+    worker, and that worker's slot ("1": the restarted one)."""
     times = [
-        datetime.fromisoformat(str(line["ts"])).timestamp() - run.killed_wall
-        for process in live
-        for line in log_events(process, "partitions_assigned")
+        (
+            datetime.fromisoformat(str(line["ts"])).timestamp() - run.killed_wall,
+            w.settings.worker_id,
+        )
+        for w in live
+        for line in log_events(w, "partitions_assigned")
         if run.killed_partitions & set(line["partitions"])  # type: ignore[call-overload]
     ]
-    return min((t for t in times if t > 0), default=None)
+    return min((t for t in times if t[0] > 0), default=None)
 
 
 async def kill_mid_load(doomed: ServiceProcess, run: Run) -> None:
@@ -282,7 +286,7 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
     )
     print(
         f"{'case':<44} {'death':>8} {'open txn':>8} {'killed p.':>10} {'stall max':>9} {'stall min':>9} "
-        f"{'others':>7} {'reassigned':>10} {'fenced':>7} {'p50 before':>10}"
+        f"{'others':>7} {'reassigned':>12} {'fenced':>7} {'p50 before':>10}"
     )
     for run in runs:
         longest = gaps(run)
@@ -293,7 +297,9 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
             for a in run.answers
             if a.answered < run.killed_at and a.status in (200, 201)
         ]
-        reassigned = "-" if run.reassigned_s is None else f"{run.reassigned_s:.1f}s"
+        reassigned = "-"
+        if run.reassigned is not None:
+            reassigned = f"{run.reassigned[0]:.1f}s to {run.reassigned[1]}"
         fence_ms = ",".join(f"{f.get('duration_ms')}ms" for f in run.fences) or "-"
         label = f"{run.case.name}  {run.case.what}" + ("  (CUT OFF)" if run.timed_out else "")
         print(
@@ -301,7 +307,7 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
             f"{'yes' if run.aborted_results else 'no':>8} "
             f"{','.join(map(str, sorted(run.killed_partitions))):>10} "
             f"{max(killed, default=0):>8.1f}s {min(killed, default=0):>8.1f}s "
-            f"{max(others, default=0):>6.1f}s {reassigned:>10} {fence_ms:>7} "
+            f"{max(others, default=0):>6.1f}s {reassigned:>12} {fence_ms:>7} "
             f"{statistics.median(before) * 1000 if before else 0:>8.0f}ms"
         )
     print(
@@ -309,7 +315,8 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
         "kill; 'others': the survivor's own partitions (they pause for the rebalance too); open "
         "txn: the results topic holds aborted records; death: fault = died mid-transaction "
         "(crash_before_kafka_commit), SIGKILL = kill -9 wherever it was; reassigned: from the "
-        "kill to the killed partitions' assignment to a live worker (its log)."
+        "kill to the killed partitions' assignment to a live worker (its log), and its slot "
+        "(2: the survivor, 1: the restarted slot)."
     )
 
 
