@@ -88,7 +88,7 @@ up: migrate ## infra + migrations + topics + ACLs + API, workers, figures app, n
 	@echo
 	@echo "Order Status is up:"
 	@echo "  API          http://127.0.0.1:$${API_PORT:-8000}   ($(API_PROCESSES) process(es) on the one port; /readyz, /metrics)"
-	@$(LOCAL)/services.sh status worker | awk '{printf "  %-12s %s\n", $$1, $$NF}'
+	@{ $(LOCAL)/services.sh status worker || true; } | awk '{printf "  %-12s %s\n", $$1, $$NF}'
 	@echo "  figures      http://127.0.0.1:$${FIGURES_PORT:-6066}/   (live page; JSON: /restaurants/<id>/figures, /metrics)"
 	@echo "  notifier     http://127.0.0.1:$${NOTIFIER_METRICS_PORT:-9102}/metrics   (webhooks)"
 	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)   ($(KAFKA_SECURITY); ACLs: orderstatus kafka-acls show)"

@@ -103,3 +103,46 @@ def test_a_survivor_fences_the_dead_workers_open_transaction_and_answers_its_par
     assert taken <= set(latest_share(survivor)), "the survivor did not take the partitions over"
     assert events(survivor, "worker_slot_fence_failed") == []
     assert_each_order_walked_once(settings, commands)
+
+
+def test_a_slot_restarted_at_once_fences_its_predecessor_and_is_not_fenced_by_the_survivor(
+    settings: Settings, log_dir: Path
+) -> None:
+    """The restarted slot's init_transactions aborts what its predecessor left open (else the
+    outcomes would wait out the 60 s transaction timeout and the bounded wait fail). It may come
+    back before the session timeout (no rebalance) or after it (the survivor takes over and fences
+    the slot first); either way it must live on with its partitions: it initialises its producer
+    only once a member, after any fence of the survivor's (the race is not forced here)."""
+    partitions = settings.kafka_command_partitions
+    doomed = ServiceProcess(
+        "worker",
+        settings,
+        log_dir,
+        worker_id="1",
+        worker_metrics_port=0,
+        worker_fault="crash_before_kafka_commit",
+        worker_fault_batch=1,
+    ).start()
+    survivor = ServiceProcess("worker", settings, log_dir, worker_id="2", worker_metrics_port=0)
+    survivor.start()
+    restarted = ServiceProcess("worker", settings, log_dir, worker_id="1", worker_metrics_port=0)
+    commands = [c for _ in range(20) for c in order_script(uuid.uuid4())]
+    try:
+        deadline = time.monotonic() + 30
+        while not all(0 < len(latest_share(w)) < partitions for w in (doomed, survivor)):
+            assert time.monotonic() < deadline, "the two workers never split the partitions"
+            time.sleep(0.2)
+        produce(settings, settings.topics.commands, [command_record(c) for c in commands])
+        assert doomed.process is not None
+        assert doomed.process.wait(30) == CRASH_EXIT_CODE
+        restarted.start(wait=False)
+        wait_until_committed(settings, WAIT_S)
+        time.sleep(1)  # a fatal error of the restarted worker's producer would show by now
+        assert restarted.process is not None and restarted.process.poll() is None, restarted.logs()
+    finally:
+        survivor.terminate()
+        restarted.terminate()
+        doomed.kill()
+    assert events(restarted, "kafka_fatal_error") == []
+    assert latest_share(restarted), "the restarted slot holds no partition"
+    assert_each_order_walked_once(settings, commands)
