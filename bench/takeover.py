@@ -13,7 +13,8 @@ Cases:
 Whether the kill found a transaction open is read afterwards: its aborted records are in the
 results topic (read_uncommitted sees them, read_committed does not). Prints figures, no verdicts.
 
-    python -m bench.takeover [--cases abc] [--rate 40] [--max-seconds 600]"""
+    python -m bench.takeover [--cases abc] [--rate 40] [--kill mid-transaction|signal]
+        [--session-timeout-ms N] [--transaction-timeout-ms N] [--max-seconds 600]"""
 
 from __future__ import annotations
 
@@ -137,9 +138,8 @@ async def walk(client: httpx.AsyncClient, restaurant: uuid.UUID, pause_s: float,
     """One order through its statuses, one command at a time, `pause_s` between them."""
     sent = time.monotonic()
     created = await client.post("/orders", json={"restaurant_id": str(restaurant)})
-    run.answers.append(
-        Answer(created.headers.get(COMMAND_ID_HEADER, ""), sent, time.monotonic(), 201)
-    )
+    command_id = created.headers.get(COMMAND_ID_HEADER, "")
+    run.answers.append(Answer(command_id, sent, time.monotonic(), created.status_code))
     if created.status_code != 201:
         return
     order = created.json()["order_id"]
@@ -268,7 +268,9 @@ def gaps(run: Run) -> dict[int, float]:
 def run_case(base: Settings, case: Case, rate: float, log_dir: Path, mid_transaction: bool) -> Run:
     run = Run(case, mid_transaction=mid_transaction)
     # Replies wait for their outcome (no 504 at 5 s): a stalled command's answer marks the stall.
-    with isolated_settings(base, kafka_command_partitions=6, api_reply_timeout_s=100.0) as settings:
+    # and uvicorn's 503 beyond API_LIMIT_CONCURRENCY is kept out of the way of the stalled requests.
+    overrides = {"api_reply_timeout_s": 100.0, "api_limit_concurrency": 5000}
+    with isolated_settings(base, kafka_command_partitions=6, **overrides) as settings:
         with services(settings, case, log_dir, mid_transaction) as workers:
             asyncio.run(drive(settings, workers, log_dir, rate, run))
         run.partitions = command_partitions(settings)
@@ -286,7 +288,7 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
     )
     print(
         f"{'case':<44} {'death':>8} {'open txn':>8} {'killed p.':>10} {'stall max':>9} {'stall min':>9} "
-        f"{'others':>7} {'reassigned':>12} {'fenced':>7} {'p50 before':>10}"
+        f"{'others':>7} {'reassigned':>12} {'fenced':>7} {'p50 before':>10} {'non-2xx':>7}"
     )
     for run in runs:
         longest = gaps(run)
@@ -308,7 +310,8 @@ def report(runs: list[Run], base: Settings, rate: float) -> None:
             f"{','.join(map(str, sorted(run.killed_partitions))):>10} "
             f"{max(killed, default=0):>8.1f}s {min(killed, default=0):>8.1f}s "
             f"{max(others, default=0):>6.1f}s {reassigned:>12} {fence_ms:>7} "
-            f"{statistics.median(before) * 1000 if before else 0:>8.0f}ms"
+            f"{statistics.median(before) * 1000 if before else 0:>8.0f}ms "
+            f"{sum(1 for a in run.answers if a.status not in (200, 201)):>7}"
         )
     print(
         "stall: per partition, the longest time between two answers from the last one before the "
@@ -332,10 +335,22 @@ def main() -> None:
         "as kill -9 there) with its batch's records and offsets in an open transaction; signal: "
         "SIGKILL after the warm-up, wherever the worker is",
     )
+    parser.add_argument(
+        "--session-timeout-ms", type=int, default=0, help="the workers' (default: settings')"
+    )
+    parser.add_argument(
+        "--transaction-timeout-ms", type=int, default=0, help="the workers' (default: settings')"
+    )
     parser.add_argument("--logs", default="", help="keep the services' logs in this directory")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="stop after this")
     args = parser.parse_args()
     base = Settings()
+    timeouts = {
+        "worker_session_timeout_ms": args.session_timeout_ms or base.worker_session_timeout_ms,
+        "worker_transaction_timeout_ms": args.transaction_timeout_ms
+        or base.worker_transaction_timeout_ms,
+    }
+    base = base.model_copy(update=timeouts)
     started = time.monotonic()
     runs = []
     with tempfile.TemporaryDirectory(prefix="takeover-") as temporary:
