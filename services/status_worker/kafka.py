@@ -202,13 +202,15 @@ class SlotFencer:
         group_id: str,
         own_slot: str,
         producer_config: dict[str, object],
-        timeout: float = 30.0,
+        timeout: float = 10.0,
     ) -> None:
         self.admin = admin
         self.group_id = group_id
         self.own_slot = own_slot
         self.producer_config = producer_config
         self.timeout = timeout
+        """Per call, short: this runs in the assignment callback, and a fence that cannot be made
+        only leaves the transaction to its own timeout."""
         self.seen: set[str] = set()
 
     def members(self) -> set[str] | None:
