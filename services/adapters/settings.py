@@ -89,7 +89,13 @@ class Settings(BaseSettings):
     )
     database_admin_url: str | None = Field(
         "postgresql://orderstatus:orderstatus@127.0.0.1:55432/orderstatus",
-        description="The owner role: `orderstatus migrate`, `grant` and `revoke`",
+        description="The owner role: `orderstatus migrate`, `grant` and `revoke`, and partition "
+        "maintenance (creating and dropping partitions needs the owner)",
+    )
+    database_read_url: str | None = Field(
+        None,
+        description="Where the API's read-only queries go (GET order, the feed, early refusals' "
+        "lookup), e.g. a streaming replica, as the services' login role; unset: DATABASE_URL",
     )
 
     jwt_secret: SecretStr = Field(
@@ -152,6 +158,18 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="widget_events rows (refused commands' analytics) older than this are purged",
+    )
+    retention_history_days: float | None = Field(
+        None,
+        gt=0,
+        description="order_status_events partitions older than this are dropped; unset: the "
+        "history is kept for good",
+    )
+    partitions_ahead_days: int = Field(
+        14,
+        ge=2,
+        description="Daily partitions are kept created this many days ahead (a default partition "
+        "catches the rest; doctor warns when fewer than 3 days remain)",
     )
     retention_purge_every_s: float = Field(
         3600.0, gt=0, description="How often the API process runs the purge (0 rows is cheap)"
@@ -324,3 +342,7 @@ class Settings(BaseSettings):
     @property
     def admin_url(self) -> str:
         return self.database_admin_url or self.database_url
+
+    @property
+    def read_url(self) -> str:
+        return self.database_read_url or self.database_url

@@ -104,3 +104,28 @@ WITH doomed AS (
 )
 DELETE FROM public.widget_events AS w USING doomed WHERE w.id = doomed.id
 """
+
+# ---- partitions (services/ops/partitions.py; functions of migration 0014), as the owner ---------
+
+CREATE_PARTITIONS: LiteralString = """
+SELECT /* orderstatus-ops */ created
+FROM public.partition_create_days(%(parent)s::regclass, %(first_day)s, %(last_day)s) AS created
+"""
+
+DROP_PARTITIONS_BEFORE: LiteralString = """
+SELECT /* orderstatus-ops */ dropped
+FROM public.partition_drop_before(%(parent)s::regclass, %(cutoff)s) AS dropped
+"""
+
+# How far ahead each partitioned table is covered, and what its default partition caught.
+PARTITION_COVERAGE: LiteralString = """
+SELECT /* orderstatus-ops */ parent.relname AS parent,
+       (SELECT max(day) FROM public.partition_days(parent.oid)) AS last_day,
+       (SELECT count(*) FROM public.partition_days(parent.oid)) AS partitions,
+       (SELECT c.reltuples FROM pg_class c
+        WHERE c.oid = to_regclass('public.' || quote_ident(parent.relname || '_default')))
+         AS default_rows_estimate
+FROM pg_partitioned_table pt JOIN pg_class parent ON parent.oid = pt.partrelid
+WHERE parent.relnamespace = 'public'::regnamespace
+ORDER BY parent.relname
+"""
