@@ -59,7 +59,7 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
         for table in coverage(conn):
             print(
                 f"{table.parent}: {table.partitions} daily partitions, through {table.last_day} "
-                f"({table.days_ahead(today)} days ahead), default partition ~"
-                f"{table.default_rows_estimate:.0f} rows"
+                f"({table.days_ahead(today)} days ahead), default partition "
+                f"{table.default_rows} rows"
             )
     return 0

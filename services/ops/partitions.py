@@ -43,7 +43,7 @@ class Coverage:
     parent: str
     last_day: date | None
     partitions: int
-    default_rows_estimate: float
+    default_rows: int
 
     def days_ahead(self, today: date) -> int:
         """Whole days after today that inserts land in a daily partition (-1: not even today)."""
@@ -103,7 +103,7 @@ def coverage(conn: psycopg.Connection[Any]) -> list[Coverage]:
             row["parent"],
             row["last_day"],
             int(row["partitions"]),
-            max(float(row["default_rows_estimate"] or 0), 0.0),
+            int(row["default_rows"]),
         )
         for row in rows
     ]

@@ -223,7 +223,11 @@ def test_maintenance_creates_days_ahead_and_moves_in_what_the_default_partition_
         )
         assert partition_of(admin, "widget_events", "type", "far") == ["widget_events_default"]
         short = {c.parent: c.days_ahead(today().date()) for c in coverage(admin)}
+        caught = {c.parent: c.default_rows for c in coverage(admin)}
+        sizes = {r[1]: r[3] for r in admin.execute(ops_queries.TABLE_SIZES).fetchall()}
     assert short == dict.fromkeys(PARTITIONED, 14)  # what migration 0015 created
+    assert caught["widget_events"] == 1  # what doctor warns about
+    assert sizes["widget_events"] > 0  # summed over the partitions
 
     settings = base_settings.model_copy(
         update={"database_admin_url": admin_url, "partitions_ahead_days": 25}
@@ -234,6 +238,7 @@ def test_maintenance_creates_days_ahead_and_moves_in_what_the_default_partition_
         moved = partition_of(admin, "widget_events", "type", "far")
         assert moved == [f"widget_events_p{far.strftime('%Y%m%d')}"]
         assert admin.execute("SELECT count(*) FROM widget_events_default").fetchone() == (0,)
+        assert {c.parent: c.default_rows for c in coverage(admin)}["widget_events"] == 0
         new = f"command_outcomes_p{far.strftime('%Y%m%d')}"
         secured = admin.execute(
             """SELECT relrowsecurity, relforcerowsecurity,
