@@ -105,7 +105,7 @@ def prepare(cluster: Cluster, inbox_rows: int, days: int) -> None:
                 SELECT gen_random_uuid(), gen_random_uuid(), 'change_status', 'applied',
                        '{{"outcome": "applied", "detail": ""}}', at{", at" if partitioned else ""}
                 FROM (SELECT now() - random() * make_interval(days => %s) AS at
-                      FROM generate_series(1, %s)) AS earlier""",  # noqa: S608
+                      FROM generate_series(1, %s)) AS earlier""",
             (days, inbox_rows),
         )
         owner.execute("VACUUM ANALYZE")
