@@ -12,6 +12,7 @@ or an older tree's for the before figures). Not part of `make bench` (which must
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -157,6 +158,31 @@ def reset_statements(cluster: Cluster) -> None:
         su.execute("SELECT pg_stat_statements_reset()")
 
 
+def explain_lookup(conn: psycopg.Connection[Any], items: list[Incoming], runs: int = 30) -> Any:
+    """The inbox lookup of one batch (queries.STORED_OUTCOMES, as the worker sends it) under
+    EXPLAIN ANALYZE: the fastest planning and execution ms of `runs`, and the relations it read."""
+    from services.status_worker import queries
+
+    commands = [item.command for item in items]
+    params: dict[str, Any] = {"ids": [c.command_id for c in commands]}
+    if "%(earliest)s" in queries.STORED_OUTCOMES:
+        from services.status_worker.repository import CLOCK_MARGIN, INBOX_LOOKBACK
+
+        params["earliest"] = min(c.issued_at for c in commands) - INBOX_LOOKBACK
+        params["latest"] = max(c.issued_at for c in commands) + CLOCK_MARGIN
+    planning, execution, scanned = [], [], set()
+    for _ in range(runs):
+        explain = "EXPLAIN (ANALYZE, FORMAT JSON) " + queries.STORED_OUTCOMES
+        row = conn.execute(explain, params).fetchone()
+        assert row is not None
+        plan = row[0][0]
+        planning.append(float(plan["Planning Time"]))
+        execution.append(float(plan["Execution Time"]))
+        scanned |= set(re.findall(r'"Relation Name": "([^"]+)"', json.dumps(plan)))
+    conn.rollback()
+    return min(planning), min(execution), sorted(scanned)
+
+
 def wal_lsn(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
     assert row is not None
@@ -217,6 +243,7 @@ def run(batches: int, batch: int, inbox_rows: int, days: int) -> dict[str, float
                 apply_batch(UnitOfWork(conn), items, datetime.now(UTC), isolate=False)
                 redelivered_ms.append((time.perf_counter() - started) * 1000)
             redelivered = statement_ms(cluster, len(plans) - 1)
+            plan_ms, exec_ms, scanned = explain_lookup(conn, plans[-1])
         commands = batches * batch
         return {
             "batch wall ms, median": statistics.median(applied_ms),
@@ -225,6 +252,9 @@ def run(batches: int, batch: int, inbox_rows: int, days: int) -> dict[str, float
             "db ms per command": applied["all statements"] / batch,
             "redelivered batch wall ms, median": statistics.median(redelivered_ms),
             "redelivered batch db ms: inbox lookup": redelivered["inbox lookup"],
+            "inbox lookup EXPLAIN planning ms, min": plan_ms,
+            "inbox lookup EXPLAIN execution ms, min": exec_ms,
+            "inbox lookup relations read": float(len(scanned)),
             "WAL bytes per command": (wal_after - wal_before) / commands,
             "stored bytes per command": (bytes_after - bytes_before) / commands,
         }

@@ -3,16 +3,17 @@
 from typing import LiteralString
 
 # The inbox is partitioned by the command's issued_at (migration 0015): the range lets PostgreSQL
-# read only the partitions the batch's commands can be in (pruned at executor start-up, so also
-# with a generic plan). Rows moved from before 0015 have issued_at = created_at, never earlier
-# than the command's own and never later than now(); `earliest` is the batch's earliest issued_at
-# less a lookback (repository.INBOX_LOOKBACK) for copies that carry a later issued_at than the one
-# stored (republished by an API from before migration 0016).
+# plan and read only the partitions the batch's commands can be in (bounds are parameters, not
+# now(), so they prune at planning: a stable function would leave every partition from `earliest`
+# on to be planned, and pruned only at execution). Rows moved from before 0015 have issued_at =
+# created_at, never earlier than the command's own and never later than the worker's now;
+# `earliest` is the batch's earliest issued_at less a lookback (repository.INBOX_LOOKBACK) for
+# copies that carry a later issued_at than the one stored (republished by an API from before
+# migration 0016). See repository.stored_outcomes.
 STORED_OUTCOMES: LiteralString = """
 SELECT command_id, result, event, source_partition, source_offset, failure
 FROM command_outcomes
-WHERE command_id = ANY(%(ids)s)
-  AND issued_at >= %(earliest)s AND issued_at <= greatest(%(latest)s::timestamptz, now())
+WHERE command_id = ANY(%(ids)s) AND issued_at >= %(earliest)s AND issued_at <= %(latest)s
 """
 
 # Run as the caller: row-level security hides the orders the caller may not act for (FOR UPDATE

@@ -30,6 +30,7 @@ INBOX_LOOKBACK = timedelta(hours=24)
 """How much earlier than a batch's commands the inbox lookup reaches (queries.STORED_OUTCOMES):
 the Idempotency-Key lifetime, over which an API from before migration 0016 could republish a
 claimed command under a later issued_at. Copies from a current API or replay carry the first's."""
+CLOCK_MARGIN = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,9 @@ class Repository:
         params = {
             "ids": [command.command_id for command in commands],
             "earliest": min(issued) - INBOX_LOOKBACK,
-            "latest": max(issued),
+            # Rows moved in by migration 0015 carry their created_at: before the worker's now
+            # (a minute's margin for the database's clock).
+            "latest": max(*issued, datetime.now(UTC)) + CLOCK_MARGIN,
         }
         return {
             row["command_id"]: Processed(
