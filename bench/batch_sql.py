@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,9 @@ def reset_statements(cluster: Cluster) -> None:
         su.execute("SELECT pg_stat_statements_reset()")
 
 
-def explain_lookup(conn: psycopg.Connection[Any], items: list[Incoming], runs: int = 30) -> Any:
+def explain_lookup(
+    conn: psycopg.Connection[Any], items: list[Incoming], lookback_s: float | None, runs: int = 30
+) -> Any:
     """The inbox lookup of one batch (queries.STORED_OUTCOMES, as the worker sends it) under
     EXPLAIN ANALYZE: the fastest planning and execution ms of `runs`, and the relations it read."""
     from services.status_worker import queries
@@ -168,7 +170,8 @@ def explain_lookup(conn: psycopg.Connection[Any], items: list[Incoming], runs: i
     if "%(earliest)s" in queries.STORED_OUTCOMES:
         from services.status_worker.repository import CLOCK_MARGIN, INBOX_LOOKBACK
 
-        params["earliest"] = min(c.issued_at for c in commands) - INBOX_LOOKBACK
+        lookback = INBOX_LOOKBACK if lookback_s is None else timedelta(seconds=lookback_s)
+        params["earliest"] = min(c.issued_at for c in commands) - lookback
         params["latest"] = max(c.issued_at for c in commands) + CLOCK_MARGIN
     planning, execution, scanned = [], [], set()
     for _ in range(runs):
@@ -189,7 +192,16 @@ def wal_lsn(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def run(batches: int, batch: int, inbox_rows: int, days: int) -> dict[str, float]:
+def unit_of_work(conn: psycopg.Connection[Any], lookback_s: float | None) -> UnitOfWork:
+    """With WORKER_INBOX_LOOKBACK_S when given (a tree from before migration 0015 has none)."""
+    if lookback_s is None:
+        return UnitOfWork(conn)
+    return UnitOfWork(conn, timedelta(seconds=lookback_s))  # type: ignore[call-arg,unused-ignore]
+
+
+def run(
+    batches: int, batch: int, inbox_rows: int, days: int, lookback_s: float | None = None
+) -> dict[str, float]:
     cluster = Cluster()
     cluster.start()
     try:
@@ -229,21 +241,23 @@ def run(batches: int, batch: int, inbox_rows: int, days: int) -> dict[str, float
         applied_ms: list[float] = []
         redelivered_ms: list[float] = []
         with psycopg.connect(app_url, autocommit=False) as conn:
-            apply_batch(UnitOfWork(conn), plans[0], datetime.now(UTC), isolate=False)  # warm-up
+            apply_batch(
+                unit_of_work(conn, lookback_s), plans[0], datetime.now(UTC), isolate=False
+            )  # warm-up
             reset_statements(cluster)
             for items in plans[1:]:
                 started = time.perf_counter()
-                apply_batch(UnitOfWork(conn), items, datetime.now(UTC), isolate=False)
+                apply_batch(unit_of_work(conn, lookback_s), items, datetime.now(UTC), isolate=False)
                 applied_ms.append((time.perf_counter() - started) * 1000)
             applied = statement_ms(cluster, len(plans) - 1)
             with psycopg.connect(owner_url, autocommit=True) as owner:
                 bytes_after, wal_after = total_bytes(owner), wal_lsn(owner)
             for items in plans[1:]:
                 started = time.perf_counter()
-                apply_batch(UnitOfWork(conn), items, datetime.now(UTC), isolate=False)
+                apply_batch(unit_of_work(conn, lookback_s), items, datetime.now(UTC), isolate=False)
                 redelivered_ms.append((time.perf_counter() - started) * 1000)
             redelivered = statement_ms(cluster, len(plans) - 1)
-            plan_ms, exec_ms, scanned = explain_lookup(conn, plans[-1])
+            plan_ms, exec_ms, scanned = explain_lookup(conn, plans[-1], lookback_s)
         commands = batches * batch
         return {
             "batch wall ms, median": statistics.median(applied_ms),
@@ -268,8 +282,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--inbox-rows", type=int, default=300_000)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument(
+        "--inbox-lookback-s", type=float, default=None, help="WORKER_INBOX_LOOKBACK_S (default 1 d)"
+    )
     args = parser.parse_args()
-    figures = run(args.batches, args.batch, args.inbox_rows, args.days)
+    figures = run(args.batches, args.batch, args.inbox_rows, args.days, args.inbox_lookback_s)
     print(
         f"{args.batches} batches of {args.batch} status changes, inbox preloaded with "
         f"{args.inbox_rows} rows over {args.days} days"

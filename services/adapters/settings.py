@@ -225,6 +225,14 @@ class Settings(BaseSettings):
     worker_group_id: str = "order-status-worker"
     worker_metrics_port: int = 9101
     worker_batch_max: int = 500
+    worker_inbox_lookback_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="How much earlier than a batch's commands the inbox lookup reaches (migration "
+        "0015): the Idempotency-Key lifetime, for copies an API from before migration 0016 "
+        "republished with a later issued_at. 0 once every API runs 0016 a day: one partition read "
+        "per batch instead of two",
+    )
     worker_static_membership: bool = True
     worker_session_timeout_ms: int = 10_000
     worker_transaction_timeout_ms: int = 10_000

@@ -27,9 +27,10 @@ from services.status_worker.bulk import Sightings, Writes
 Command = CreateOrder | ChangeStatus
 
 INBOX_LOOKBACK = timedelta(hours=24)
-"""How much earlier than a batch's commands the inbox lookup reaches (queries.STORED_OUTCOMES):
-the Idempotency-Key lifetime, over which an API from before migration 0016 could republish a
-claimed command under a later issued_at. Copies from a current API or replay carry the first's."""
+"""How much earlier than a batch's commands the inbox lookup reaches (queries.STORED_OUTCOMES;
+WORKER_INBOX_LOOKBACK_S): the Idempotency-Key lifetime, over which an API from before migration
+0016 could republish a claimed command under a later issued_at. Copies from a current API or
+replay carry the first's."""
 CLOCK_MARGIN = timedelta(minutes=1)
 
 
@@ -45,8 +46,11 @@ class Sighting:
 class Repository:
     """Reads and writes of one unit of work, on its connection (pipeline mode too)."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], inbox_lookback: timedelta = INBOX_LOOKBACK
+    ) -> None:
         self.conn = conn
+        self.inbox_lookback = inbox_lookback
 
     def _rows(self, query: LiteralString, params: dict[str, Any]) -> list[DictRow]:
         return self.conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
@@ -58,7 +62,7 @@ class Repository:
         issued = [command.issued_at for command in commands]
         params = {
             "ids": [command.command_id for command in commands],
-            "earliest": min(issued) - INBOX_LOOKBACK,
+            "earliest": min(issued) - self.inbox_lookback,
             # Rows moved in by migration 0015 carry their created_at: before the worker's now
             # (a minute's margin for the database's clock).
             "latest": max(*issued, datetime.now(UTC)) + CLOCK_MARGIN,

@@ -250,3 +250,31 @@ def test_maintenance_creates_days_ahead_and_moves_in_what_the_default_partition_
         ).fetchone()
     assert secured == (True, True, False, False, False)
     assert maintain(settings, drop=False).created == []  # nothing left to do
+
+
+def test_without_lookback_a_redelivered_record_still_applies_once(
+    urls: tuple[str, str],
+) -> None:
+    """WORKER_INBOX_LOOKBACK_S=0 (every API on migration 0016): the lookup's range is the batch's
+    own issued_at (and the worker's now), and a copy of the same record is still found there."""
+    app_url, admin_url = urls
+    restaurant = uuid.uuid4()
+    midnight = today() + timedelta(days=1)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        actor = staff_of(admin, restaurant)
+    order = create(actor, restaurant).model_copy(
+        update={"issued_at": midnight - timedelta(hours=2)}
+    )
+    accept = change(actor, order.order_id).model_copy(
+        update={"issued_at": midnight - timedelta(milliseconds=1)}
+    )
+    answers = []
+    for batch, now in [
+        ([Incoming(order, 0, 0), Incoming(accept, 0, 1)], midnight - timedelta(seconds=1)),
+        ([Incoming(accept, 0, 1)], midnight + timedelta(hours=3)),
+    ]:
+        with psycopg.connect(app_url, autocommit=False) as conn:
+            uow = UnitOfWork(conn, inbox_lookback=timedelta(0))
+            answers.append(apply_batch(uow, batch, now, isolate=False)[-1])
+    assert [a.result.outcome for a in answers] == [Outcome.APPLIED] * 2
+    assert {a.source for a in answers} == {(0, 1)}
