@@ -63,7 +63,7 @@ class StreamingPair:
         with (self.primary_dir / "postgresql.conf").open("a") as conf:
             conf.write(
                 "listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 4\n"
-                "hot_standby = on\nfsync = off\nsynchronous_commit = off\n"
+                "hot_standby = on\nfsync = off\n"
             )
         self._start(self.primary_dir, self.primary_port)
         _as_owner(
@@ -86,9 +86,10 @@ class StreamingPair:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def wait_replayed(self) -> None:
-        """Until the replica has replayed everything the primary has written so far."""
+        """Until the replica has replayed everything the primary has written so far (the insert
+        position: a commit may still sit in the WAL buffers, short of pg_current_wal_lsn())."""
         with psycopg.connect(self.url(self.primary_port), autocommit=True) as primary:
-            row = primary.execute("SELECT pg_current_wal_lsn()").fetchone()
+            row = primary.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
         assert row is not None
         target = row[0]
         deadline = time.monotonic() + BOUND_S

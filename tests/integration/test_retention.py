@@ -154,3 +154,18 @@ def test_rows_the_default_partition_caught_are_purged_row_by_row(
         update={"database_url": app_url, "database_admin_url": admin_url}
     )
     assert purge(settings).outcomes == 1
+
+
+def test_without_the_owner_the_row_purge_still_runs(
+    urls: tuple[str, str], base_settings: Settings
+) -> None:
+    """An API given no usable owner URL cannot keep partitions (the functions are the owner's):
+    that is logged, and the row purge runs all the same."""
+    app_url, admin_url = urls
+    seed(admin_url)
+    settings = base_settings.model_copy(
+        update={"database_url": app_url, "database_admin_url": app_url}
+    )
+    purged = purge(settings)
+    assert purged.partitions_dropped == []
+    assert purged.outcomes > 0 and purged.widget_events > 0
