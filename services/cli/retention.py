@@ -31,10 +31,9 @@ def run_purge(settings: Settings, args: argparse.Namespace) -> int:
     from services.ops.retention import purge
 
     purged = purge(settings)
-    print(
-        f"dropped {len(purged.partitions_dropped)} partitions, purged {purged.outcomes} command "
-        f"outcomes, {purged.widget_events} widget events"
-    )
+    print(f"purged {purged.outcomes} command outcomes, {purged.widget_events} widget events")
+    if purged.partitions_dropped:
+        print(f"dropped partitions: {', '.join(purged.partitions_dropped)}")
     return 0
 
 

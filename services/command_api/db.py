@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +29,10 @@ from services.core.messages import Actor, CommandResult, OrderView
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 """Autocommit connections whose rows come back as dicts."""
+
+HISTORY_CLOCK_MARGIN = timedelta(days=1)
+"""A change is recorded after its order's creation, by the clock of whichever worker applied it:
+the history is read from a day before the creation (queries.ORDER_HISTORY)."""
 
 UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
 """What PostgreSQL being unreachable (or the pool exhausted) raises."""
@@ -116,9 +121,13 @@ class OrderReads:
             acting_as_async(conn, actor),
         ):
             found = await conn.execute(queries.ORDER_BY_ID, {"order_id": order_id})
-            if await found.fetchone() is None:
+            order = await found.fetchone()
+            if order is None:
                 return None
-            cursor = await conn.execute(queries.ORDER_HISTORY, {"order_id": order_id})
+            since = order["created_at"] - HISTORY_CLOCK_MARGIN
+            cursor = await conn.execute(
+                queries.ORDER_HISTORY, {"order_id": order_id, "since": since}
+            )
             return list(await cursor.fetchall())
 
     async def command_result(self, command_id: UUID, actor: Actor) -> CommandResult | None:

@@ -5,6 +5,8 @@ ahead of the inserts."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,9 @@ import pytest
 
 from services.adapters.migrate import _TRACKING_TABLE, apply_migrations, migration_files
 from services.adapters.settings import Settings
-from services.core.messages import Outcome
+from services.command_api import queries as command_queries
+from services.command_api.db import OrderReads, connection_pool
+from services.core.messages import Actor, Outcome, Role
 from services.ops import queries as ops_queries
 from services.ops.partitions import coverage, maintain
 from services.status_worker.batch import Incoming
@@ -156,11 +160,7 @@ def test_the_runbook_index_and_queries_are_real_and_read_only_recent_partitions(
                 "EXPLAIN " + ops_queries.CHANGES_PER_RESTAURANT_7D, {"limit": 10}
             ).fetchall()
         )
-    scanned = {
-        int(name[-8:])
-        for name in plan.replace("(", " ").split()
-        if name.startswith("order_status_events_p")
-    }
+    scanned = {int(day) for day in re.findall(r"\border_status_events_p(\d{8})\b", plan)}
     oldest = int((today() - timedelta(days=8)).strftime("%Y%m%d"))
     # 7 days' partitions, not 30 (and the default: the range is open towards the future).
     assert scanned and min(scanned) >= oldest, plan
@@ -278,3 +278,50 @@ def test_without_lookback_a_redelivered_record_still_applies_once(
             answers.append(apply_batch(uow, batch, now, isolate=False)[-1])
     assert [a.result.outcome for a in answers] == [Outcome.APPLIED] * 2
     assert {a.source for a in answers} == {(0, 1)}
+
+
+def test_an_orders_history_reads_only_the_partitions_since_its_creation(
+    urls: tuple[str, str],
+) -> None:
+    """GET /orders/{id}/history (OrderReads.history): the history is kept for good, one partition
+    a day; an order's lookup is bounded by its creation, so old days are not even planned."""
+    app_url, admin_url = urls
+    restaurant, order_id = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT count(*) FROM partition_create_days(%s, current_date - 30, current_date)",
+            ("order_status_events",),
+        )
+        admin.execute(
+            """INSERT INTO orders (id, restaurant_id, status, version, created_at)
+               VALUES (%s, %s, 'accepted', 2, now() - interval '2 days')""",
+            (order_id, restaurant),
+        )
+        admin.execute(
+            """INSERT INTO order_status_events (order_id, restaurant_id, from_status, to_status,
+               version, command_id, actor, created_at)
+               VALUES (%s, %s, 'pending', 'accepted', 2, %s, 'a', now() - interval '2 days')""",
+            (order_id, restaurant, uuid.uuid4()),
+        )
+        since = today() - timedelta(days=3)
+        plan = "\n".join(
+            str(row[0])
+            for row in admin.execute(
+                "EXPLAIN " + command_queries.ORDER_HISTORY, {"order_id": order_id, "since": since}
+            ).fetchall()
+        )
+    days = {int(day) for day in re.findall(r"\border_status_events_p(\d{8})\b", plan)}
+    assert days and min(days) >= int((today() - timedelta(days=4)).strftime("%Y%m%d")), plan
+
+    async def history() -> Any:
+        reads = OrderReads(connection_pool(app_url))
+        await reads.open()
+        try:
+            return await reads.history(order_id, Actor(sub="backoffice", role=Role.SERVICE_ROLE))
+        finally:
+            await reads.close()
+
+    rows = asyncio.run(history())
+    assert [(r["from_status"], r["to_status"], r["version"]) for r in rows] == [
+        ("pending", "accepted", 2)
+    ]
