@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, Producer
 from pydantic import ValidationError
 
 from services.adapters import kafka_config
@@ -54,6 +54,8 @@ class ParkedMessage:
     source: str
     """Where the worker read it: `partition:offset` of the commands topic."""
     command_id: str | None
+    parked_at: datetime | None = None
+    """The dead letter's record timestamp: a replay is issued as of then (see replay_of)."""
 
     @property
     def where(self) -> str:
@@ -70,7 +72,13 @@ def parked(message: Message) -> ParkedMessage:
         reason=_text(message, HEADER_DLQ_REASON),
         source=f"{_text(message, HEADER_DLQ_PARTITION)}:{_text(message, HEADER_DLQ_OFFSET)}",
         command_id=_text(message, HEADER_COMMAND_ID) or None,
+        parked_at=_timestamp(message),
     )
+
+
+def _timestamp(message: Message) -> datetime | None:
+    kind, millis = message.timestamp()
+    return datetime.fromtimestamp(millis / 1000, UTC) if kind != TIMESTAMP_NOT_AVAILABLE else None
 
 
 def _text(message: Message, name: str) -> str:
@@ -94,11 +102,13 @@ def replay_of(message: ParkedMessage, now: datetime) -> CreateOrder | ChangeStat
     except (ValidationError, ValueError):
         return None
     replay_id = uuid.uuid5(REPLAY_NAMESPACE, f"{original.command_id}@{message.where}")
+    # Issued as of the dead letter's parking, not of this run: a second run of the same replay
+    # must be the same command to the inbox, whose key is (command_id, issued_at) (migration 0015).
     return original.model_copy(
         update={
             "command_id": replay_id,
             "rid": f"replay-{original.rid}"[:200],
-            "issued_at": now,
+            "issued_at": message.parked_at or now,
         }
     )
 

@@ -89,7 +89,13 @@ class Settings(BaseSettings):
     )
     database_admin_url: str | None = Field(
         "postgresql://orderstatus:orderstatus@127.0.0.1:55432/orderstatus",
-        description="The owner role: `orderstatus migrate`, `grant` and `revoke`",
+        description="The owner role: `orderstatus migrate`, `grant` and `revoke`, and partition "
+        "maintenance (creating and dropping partitions needs the owner)",
+    )
+    database_read_url: str | None = Field(
+        None,
+        description="Where the API's read-only queries go (GET order, the feed, early refusals' "
+        "lookup), e.g. a streaming replica, as the services' login role; unset: DATABASE_URL",
     )
 
     jwt_secret: SecretStr = Field(
@@ -153,6 +159,18 @@ class Settings(BaseSettings):
         gt=0,
         description="widget_events rows (refused commands' analytics) older than this are purged",
     )
+    retention_history_days: float | None = Field(
+        None,
+        gt=0,
+        description="order_status_events partitions older than this are dropped; unset: the "
+        "history is kept for good",
+    )
+    partitions_ahead_days: int = Field(
+        14,
+        ge=2,
+        description="Daily partitions are kept created this many days ahead (a default partition "
+        "catches the rest; doctor warns when fewer than 3 days remain)",
+    )
     retention_purge_every_s: float = Field(
         3600.0, gt=0, description="How often the API process runs the purge (0 rows is cheap)"
     )
@@ -207,6 +225,14 @@ class Settings(BaseSettings):
     worker_group_id: str = "order-status-worker"
     worker_metrics_port: int = 9101
     worker_batch_max: int = 500
+    worker_inbox_lookback_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="How much earlier than a batch's commands the inbox lookup reaches (migration "
+        "0015): the Idempotency-Key lifetime, for copies an API from before migration 0016 "
+        "republished with a later issued_at. 0 once every API runs 0016 a day: one partition read "
+        "per batch instead of two",
+    )
     worker_static_membership: bool = True
     worker_session_timeout_ms: int = 10_000
     worker_transaction_timeout_ms: int = 10_000
@@ -329,3 +355,7 @@ class Settings(BaseSettings):
     @property
     def admin_url(self) -> str:
         return self.database_admin_url or self.database_url
+
+    @property
+    def read_url(self) -> str:
+        return self.database_read_url or self.database_url

@@ -17,9 +17,12 @@ def register(commands: Any) -> None:
 
 def run_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from services.adapters.migrate import apply_migrations
+    from services.ops.partitions import maintain
 
     applied = apply_migrations(settings.admin_url)
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    created = maintain(settings, drop=False).created  # the days ahead (drops: the purge's job)
+    print(f"partitions created: {len(created)}")
     return 0
 
 

@@ -16,7 +16,7 @@ from services.adapters import kafka_config
 from services.adapters.jsonlog import configure_logging
 from services.adapters.settings import Settings
 from services.command_api.auth import TokenVerifier
-from services.command_api.db import OrderReads, connection_pool
+from services.command_api.db import order_reads
 from services.command_api.dispatch import CommandDispatch
 from services.command_api.event_hub import EventHub, EventHubMetrics
 from services.command_api.http import RequestContext, install_error_handlers, router
@@ -58,8 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = connection_pool(settings.database_url)
-        reads, bus, requests = OrderReads(pool), command_bus(settings), CommandRequests(pool)
+        reads = order_reads(settings.database_url, settings.database_read_url)
+        bus, requests = command_bus(settings), CommandRequests(reads.pool)  # writes: the primary
         await reads.open()
         replies = await reply_partition(settings, await bus.results_partitions())
         await bus.start(replies.partition)

@@ -2,12 +2,19 @@
 read as the caller (row-level security decides what the caller may see).
 
 `order_status_events` is append-only and written only by the worker; the API never writes an
-order."""
+order.
+
+Two pools (DATABASE_READ_URL, docs/database-scaling.md): orders and their history (GET, the feed,
+the early refusals' lookup) are read from the read pool, a streaming replica when configured; a
+replica lags the primary by its replay delay, so these reads may show an order a moment old, as a
+read just before the latest change would. Command outcomes stay on the primary: they are read right
+after the worker's result arrived (a 504's or a retry's answer) and must see what it committed."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +29,10 @@ from services.core.messages import Actor, CommandResult, OrderView
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 """Autocommit connections whose rows come back as dicts."""
+
+HISTORY_CLOCK_MARGIN = timedelta(days=1)
+"""A change is recorded after its order's creation, by the clock of whichever worker applied it:
+the history is read from a day before the creation (queries.ORDER_HISTORY)."""
 
 UNAVAILABLE = (psycopg.OperationalError, PoolTimeout)
 """What PostgreSQL being unreachable (or the pool exhausted) raises."""
@@ -52,6 +63,12 @@ def connection_pool(database_url: str, max_size: int = 10) -> Pool:
     )
 
 
+def order_reads(database_url: str, database_read_url: str | None) -> OrderReads:
+    """The API's reads: outcomes on the primary, orders on DATABASE_READ_URL when set."""
+    replica = connection_pool(database_read_url) if database_read_url else None
+    return OrderReads(connection_pool(database_url), replica)
+
+
 def order_view(row: DictRow) -> OrderView:
     return OrderView(
         order_id=row["id"],
@@ -63,24 +80,33 @@ def order_view(row: DictRow) -> OrderView:
 
 
 class OrderReads:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, read_pool: Pool | None = None) -> None:
         self.pool = pool
+        """The primary: command outcomes, and the API's writes (CommandRequests shares it)."""
+        self.read_pool = read_pool or pool
+        """Reads that may lag (orders, history, feed): DATABASE_READ_URL, else the primary."""
+
+    def _pools(self) -> list[Pool]:
+        return [self.pool] if self.read_pool is self.pool else [self.pool, self.read_pool]
 
     async def open(self) -> None:
-        await self.pool.open(wait=False)
+        for pool in self._pools():
+            await pool.open(wait=False)
 
     async def close(self) -> None:
-        await self.pool.close()
+        for pool in self._pools():
+            await pool.close()
 
     async def ping(self) -> None:
-        async with self.pool.connection(timeout=2) as conn:
-            await conn.execute(queries.PING)
+        for pool in self._pools():
+            async with pool.connection(timeout=2) as conn:
+                await conn.execute(queries.PING)
 
     async def order(self, order_id: UUID, actor: Actor) -> OrderView | None:
         """The order, or None when it does not exist or the caller may not see it. Pipelined: one
         round trip (begin, act as the caller, select, switch back, commit), not five; the row is
         read once the pipeline has synced. Raises StoreUnavailable."""
-        async with unavailable_as_store_error(), self.pool.connection() as conn:
+        async with unavailable_as_store_error(), self.read_pool.connection() as conn:
             async with conn.pipeline(), conn.transaction(), acting_as_async(conn, actor):
                 cursor = await conn.execute(queries.ORDER_BY_ID, {"order_id": order_id})
             row = await cursor.fetchone()
@@ -90,14 +116,18 @@ class OrderReads:
         """The order's status changes in order, or None when the order is not visible to the
         caller (absent or another restaurant's): one transaction, one snapshot."""
         async with (
-            self.pool.connection() as conn,
+            self.read_pool.connection() as conn,
             conn.transaction(),
             acting_as_async(conn, actor),
         ):
             found = await conn.execute(queries.ORDER_BY_ID, {"order_id": order_id})
-            if await found.fetchone() is None:
+            order = await found.fetchone()
+            if order is None:
                 return None
-            cursor = await conn.execute(queries.ORDER_HISTORY, {"order_id": order_id})
+            since = order["created_at"] - HISTORY_CLOCK_MARGIN
+            cursor = await conn.execute(
+                queries.ORDER_HISTORY, {"order_id": order_id, "since": since}
+            )
             return list(await cursor.fetchall())
 
     async def command_result(self, command_id: UUID, actor: Actor) -> CommandResult | None:

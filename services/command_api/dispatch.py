@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
@@ -85,7 +86,14 @@ class CurrentOrders(Protocol):
 
 class Claims(Protocol):
     async def claim(
-        self, *, caller: str, key: str, fingerprint: str, command_id: UUID, order_id: UUID
+        self,
+        *,
+        caller: str,
+        key: str,
+        fingerprint: str,
+        command_id: UUID,
+        order_id: UUID,
+        issued_at: datetime | None = None,
     ) -> KeyHolder | None: ...
 
     async def release(self, command_id: UUID) -> None: ...
@@ -146,6 +154,7 @@ class CommandDispatch:
                     fingerprint=key.fingerprint,
                     command_id=command.command_id,
                     order_id=command.order_id,
+                    issued_at=command.issued_at,
                 )
             except BaseException:
                 self._settle(command.command_id, flight, published=False)
@@ -279,8 +288,10 @@ class CommandDispatch:
                 "This key was used for a different request.",
             )
         if not await self._published_meanwhile(holder):
+            # As first issued: issued_at is the inbox's partition key (migration 0015).
+            first = {"issued_at": holder.issued_at} if holder.issued_at is not None else {}
             claimed = command.model_copy(
-                update={"command_id": holder.command_id, "order_id": holder.order_id}
+                update={"command_id": holder.command_id, "order_id": holder.order_id, **first}
             )
             return await self._send(claimed, mode, keyed=True, replay=True)
         command_id = holder.command_id

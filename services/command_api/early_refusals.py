@@ -7,7 +7,14 @@ Two facts of the state machine make an outcome final before the worker sees the 
 - an order in a final status (completed, cancelled, rejected) never changes again, so whatever the
   command, the worker's decision on that row is the same whenever it comes.
 `KnownOrders` remembers what this process has seen of recently answered orders, only to tell which
-requests are worth reading the committed row for; the row, never the memory, decides."""
+requests are worth reading the committed row for; the row, never the memory, decides.
+
+The row may come from a streaming replica (DATABASE_READ_URL) that lags the primary. A refusal
+read there is still the worker's answer: the replica shows a state the primary had, and by the two
+facts above a version past `expected_version` stays past it and a final status stays final. A
+lagging replica can only miss a refusal (the command then goes to the worker), never invent one.
+(One thing a replica can be late for is a revoked staff membership: for its lag, the revoked member
+is answered as a read just before the revocation would have answered them.)"""
 
 from __future__ import annotations
 

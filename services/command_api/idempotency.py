@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import LiteralString
 from uuid import UUID
 
@@ -20,14 +20,15 @@ WITH expired AS (
     WHERE caller = %(caller)s AND idempotency_key = %(key)s AND expires_at < now()
 )
 INSERT INTO command_requests
-    (command_id, caller, order_id, idempotency_key, fingerprint, expires_at)
-VALUES (%(command_id)s, %(caller)s, %(order_id)s, %(key)s, %(fingerprint)s, now() + %(ttl)s)
+    (command_id, caller, order_id, idempotency_key, fingerprint, expires_at, issued_at)
+VALUES (%(command_id)s, %(caller)s, %(order_id)s, %(key)s, %(fingerprint)s, now() + %(ttl)s,
+        %(issued_at)s)
 ON CONFLICT (caller, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING command_id
 """
 
 KEY_HOLDER: LiteralString = """
-SELECT command_id, order_id, fingerprint, published_at IS NOT NULL AS published
+SELECT command_id, order_id, fingerprint, published_at IS NOT NULL AS published, issued_at
 FROM command_requests
 WHERE caller = %(caller)s AND idempotency_key = %(key)s
 """
@@ -59,6 +60,9 @@ class KeyHolder:
     fingerprint: str
     published: bool
     """False: the claimed command may never have reached Kafka (a retry publishes it)."""
+    issued_at: datetime | None = None
+    """The claimed command's issued_at (None for claims from before migration 0016): a retry
+    republishes it as first issued, the inbox's key (migration 0015)."""
 
 
 def fingerprint(method: str, path: str, body: str) -> str:
@@ -74,7 +78,14 @@ class CommandRequests:
         self.pool = pool
 
     async def claim(
-        self, *, caller: str, key: str, fingerprint: str, command_id: UUID, order_id: UUID
+        self,
+        *,
+        caller: str,
+        key: str,
+        fingerprint: str,
+        command_id: UUID,
+        order_id: UUID,
+        issued_at: datetime | None = None,
     ) -> KeyHolder | None:
         """None when this request now holds the key; else who held it first."""
         params = {
@@ -84,6 +95,7 @@ class CommandRequests:
             "command_id": command_id,
             "order_id": order_id,
             "ttl": IDEMPOTENCY_TTL,
+            "issued_at": issued_at,
         }
         async with self.pool.connection() as conn:
             claimed = await (await conn.execute(CLAIM_KEY, params)).fetchone()
@@ -97,8 +109,15 @@ class CommandRequests:
                 fingerprint=fingerprint,
                 command_id=command_id,
                 order_id=order_id,
+                issued_at=issued_at,
             )
-        return KeyHolder(row["command_id"], row["order_id"], row["fingerprint"], row["published"])
+        return KeyHolder(
+            row["command_id"],
+            row["order_id"],
+            row["fingerprint"],
+            row["published"],
+            row["issued_at"],
+        )
 
     async def release(self, command_id: UUID) -> None:
         """Forgets a command Kafka never accepted (recorded for respond-async without a key)."""

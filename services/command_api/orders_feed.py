@@ -69,7 +69,7 @@ def hub_of(request: Request) -> EventHub:
 
 
 def feed_of(request: Request) -> FeedReads:
-    return FeedReads(reads_of(request).pool)
+    return FeedReads(reads_of(request).read_pool)  # may lag: DATABASE_READ_URL
 
 
 async def _require_access(feed: FeedReads, restaurant_id: UUID, actor: Actor) -> None:

@@ -23,6 +23,7 @@ from services.adapters.settings import Settings
 from services.observability import slis
 from services.observability.kafka_lag import PartitionLag
 from services.ops import kafka_checks, queries, webhook_checks
+from services.ops.partitions import coverage
 from services.ops.prometheus import Prometheus, PrometheusError
 from services.ops.verdicts import (
     Judged,
@@ -32,6 +33,7 @@ from services.ops.verdicts import (
     judge_indexes,
     judge_kafka_security,
     judge_lag,
+    judge_partitions,
     judge_reachable,
     judge_server_errors,
     judge_sli,
@@ -287,6 +289,17 @@ def _schema_checks(report: Report, conn: psycopg.Connection[dict[str, Any]], top
         "table sizes",
         Judged(Verdict.INFO, ", ".join(f"{r['tablename']} {r['size']}" for r in sizes)),
         sizes,
+    )
+    today = datetime.now(UTC).date()
+    tables = coverage(conn)
+    report.add(
+        "database",
+        "partitions",
+        judge_partitions(
+            {t.parent: t.days_ahead(today) for t in tables},
+            {t.parent: t.default_rows for t in tables},
+        ),
+        [{**asdict(t), "days_ahead": t.days_ahead(today)} for t in tables],
     )
     installed_row = conn.execute(queries.PG_STAT_STATEMENTS_INSTALLED).fetchone()
     installed = bool(installed_row and next(iter(installed_row.values())))

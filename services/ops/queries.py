@@ -7,6 +7,8 @@ Fixed from the seed runbook:
   since PostgreSQL 13.
 - INDEXES: the seed looked for orders_status_created_idx among order_status_events' indexes; it is
   an index of orders. Both tables are listed.
+- TABLE_SIZES: the partitioned tables (migration 0015) are summed over their partitions (the
+  seed's pg_total_relation_size of a partitioned table is 0).
 The operator's own queries carry /* orderstatus-ops */ and are left out of the slowest statements
 (by their aliases too: pg_stat_statements keeps the text of a statement's first run)."""
 
@@ -47,14 +49,18 @@ WHERE schemaname = 'public' AND tablename IN ('orders', 'order_status_events')
 ORDER BY tablename, indexname
 """
 
+# A partitioned table (migration 0015) has no storage of its own: its size is its partitions'.
 TABLE_SIZES: LiteralString = """
-SELECT schemaname, tablename,
-       pg_size_pretty(pg_total_relation_size(quote_ident(schemaname) || '.' || quote_ident(tablename)))
-         AS size,
-       pg_total_relation_size(quote_ident(schemaname) || '.' || quote_ident(tablename)) AS bytes
-FROM pg_tables
-WHERE schemaname = 'public'
-  AND tablename IN ('orders', 'order_status_events', 'command_outcomes', 'widget_events')
+SELECT schemaname, tablename, pg_size_pretty(bytes) AS size, bytes
+FROM (
+  SELECT schemaname, tablename,
+         (SELECT sum(pg_total_relation_size(tree.relid))::bigint
+          FROM pg_partition_tree((quote_ident(schemaname) || '.' || quote_ident(tablename))::regclass)
+            AS tree) AS bytes
+  FROM pg_tables
+  WHERE schemaname = 'public'
+    AND tablename IN ('orders', 'order_status_events', 'command_outcomes', 'widget_events')
+) AS sized
 ORDER BY bytes DESC
 """
 
@@ -103,4 +109,31 @@ WITH doomed AS (
     LIMIT %(batch)s
 )
 DELETE FROM public.widget_events AS w USING doomed WHERE w.id = doomed.id
+"""
+
+# ---- partitions (services/ops/partitions.py; functions of migration 0014), as the owner ---------
+
+CREATE_PARTITIONS: LiteralString = """
+SELECT /* orderstatus-ops */ created
+FROM public.partition_create_days(%(parent)s::regclass, %(first_day)s, %(last_day)s) AS created
+"""
+
+DROP_PARTITIONS_BEFORE: LiteralString = """
+SELECT /* orderstatus-ops */ dropped
+FROM public.partition_drop_before(%(parent)s::regclass, %(cutoff)s) AS dropped
+"""
+
+# How far ahead each partitioned table is covered, and what its default partition caught.
+PARTITION_COVERAGE: LiteralString = """
+SELECT /* orderstatus-ops */ parent.relname AS parent,
+       (SELECT max(day) FROM public.partition_days(parent.oid)) AS last_day,
+       (SELECT count(*) FROM public.partition_days(parent.oid)) AS partitions,
+       CASE WHEN to_regclass('public.' || quote_ident(parent.relname || '_default')) IS NOT NULL
+            THEN (xpath('/row/c/text()', query_to_xml(
+                     format('SELECT count(*) AS c FROM public.%I', parent.relname || '_default'),
+                     false, true, '')))[1]::text::bigint
+            ELSE 0 END AS default_rows
+FROM pg_partitioned_table pt JOIN pg_class parent ON parent.oid = pt.partrelid
+WHERE parent.relnamespace = 'public'::regnamespace
+ORDER BY parent.relname
 """

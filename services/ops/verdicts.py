@@ -131,6 +131,39 @@ def judge_indexes(present: Iterable[tuple[str, str]]) -> Judged:
     )
 
 
+PARTITIONS_AHEAD_WARN_DAYS = 3
+"""Fewer whole days of partitions ahead than this: the daily maintenance has stopped running."""
+
+
+def judge_partitions(ahead: dict[str, int], default_rows: dict[str, int]) -> Judged:
+    """`ahead`: days after today covered by daily partitions, per table (-1: not even today);
+    `default_rows`: how many rows each default partition holds."""
+    if not ahead:
+        return Judged(Verdict.FAIL, "no partitioned tables (migration 0015 not applied?)")
+    uncovered = sorted(table for table, days in ahead.items() if days < 0)
+    if uncovered:
+        return Judged(
+            Verdict.FAIL,
+            f"no partition for today: {', '.join(uncovered)} insert into the default partition "
+            "(orderstatus partitions maintain)",
+        )
+    short = sorted(table for table, days in ahead.items() if days < PARTITIONS_AHEAD_WARN_DAYS)
+    if short:
+        return Judged(
+            Verdict.WARN,
+            f"fewer than {PARTITIONS_AHEAD_WARN_DAYS} days of partitions ahead: {', '.join(short)} "
+            "(is `orderstatus partitions maintain` / the purge running?)",
+        )
+    caught = sorted(table for table, rows in default_rows.items() if rows >= 1)
+    if caught:
+        return Judged(
+            Verdict.WARN,
+            f"default partition holds rows: {', '.join(caught)} (a key outside the daily "
+            "partitions; `orderstatus partitions maintain` moves them when their day is created)",
+        )
+    return Judged(Verdict.OK, f"{min(ahead.values())} days of partitions ahead")
+
+
 def judge_statements(installed: bool, mean_ms: Sequence[float]) -> Judged:
     if not installed:
         return Judged(

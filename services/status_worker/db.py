@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -12,14 +13,15 @@ import psycopg
 from services.adapters.tenancy import acting_as
 from services.core.messages import Actor
 from services.status_worker import queries
-from services.status_worker.repository import GuardTrips, Repository
+from services.status_worker.repository import INBOX_LOOKBACK, GuardTrips, Repository
 
 
 class WorkerDatabase:
     """One connection, reopened after a failure. Server-side prepared statements kick in by reuse."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, inbox_lookback: timedelta = INBOX_LOOKBACK) -> None:
         self.url = url
+        self.inbox_lookback = inbox_lookback
         self._conn: psycopg.Connection[Any] | None = None
 
     def connection(self) -> psycopg.Connection[Any]:
@@ -39,7 +41,7 @@ class WorkerDatabase:
         conn.rollback()
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.connection())
+        return UnitOfWork(self.connection(), self.inbox_lookback)
 
     def guard_trips(self, group_id: str, worker_id: str) -> GuardTrips:
         return GuardTrips(self.connection(), group_id, worker_id)
@@ -50,9 +52,11 @@ class UnitOfWork:
     block as a command's caller so row-level security decides; `savepoint` isolates one command;
     `pipeline` batches a command's statements into few round trips."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], inbox_lookback: timedelta = INBOX_LOOKBACK
+    ) -> None:
         self.conn = conn
-        self.repository = Repository(conn)
+        self.repository = Repository(conn, inbox_lookback)
         self._transaction: contextlib.AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> UnitOfWork:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import threading
+from datetime import timedelta
 from types import FrameType
 
 from confluent_kafka import Consumer, KafkaException, Producer
@@ -143,7 +144,9 @@ def run(settings: Settings | None = None) -> None:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     consumer = Consumer(kafka_config.worker_consumer(settings))
     producer = Producer(kafka_config.worker_producer(settings))
-    database = WorkerDatabase(settings.database_url)
+    database = WorkerDatabase(
+        settings.database_url, timedelta(seconds=settings.worker_inbox_lookback_s)
+    )
     worker, source = build_worker(settings, consumer, producer, database, stop)
     log.info(
         "status worker started", extra={"evt": "worker_started", "worker_id": settings.worker_id}

@@ -2,9 +2,18 @@
 
 from typing import LiteralString
 
+# The inbox is partitioned by the command's issued_at (migration 0015): the range lets PostgreSQL
+# plan and read only the partitions the batch's commands can be in (bounds are parameters, not
+# now(), so they prune at planning: a stable function would leave every partition from `earliest`
+# on to be planned, and pruned only at execution). Rows moved from before 0015 have issued_at =
+# created_at, never earlier than the command's own and never later than the worker's now;
+# `earliest` is the batch's earliest issued_at less a lookback (repository.INBOX_LOOKBACK) for
+# copies that carry a later issued_at than the one stored (republished by an API from before
+# migration 0016). See repository.stored_outcomes.
 STORED_OUTCOMES: LiteralString = """
 SELECT command_id, result, event, source_partition, source_offset, failure
-FROM command_outcomes WHERE command_id = ANY(%(ids)s)
+FROM command_outcomes
+WHERE command_id = ANY(%(ids)s) AND issued_at >= %(earliest)s AND issued_at <= %(latest)s
 """
 
 # Run as the caller: row-level security hides the orders the caller may not act for (FOR UPDATE
@@ -41,20 +50,22 @@ VALUES (%(order_id)s, %(restaurant_id)s, %(from_status)s, %(to_status)s, %(versi
 INSERT_OUTCOME: LiteralString = """
 INSERT INTO command_outcomes
     (command_id, order_id, restaurant_id, command_type, outcome, result, event,
-     source_partition, source_offset, actor_sub, actor_role, failure, command, created_at)
+     source_partition, source_offset, actor_sub, actor_role, failure, command, issued_at,
+     created_at)
 VALUES (%(command_id)s, %(order_id)s, %(restaurant_id)s, %(command_type)s, %(outcome)s,
         %(result)s, %(event)s, %(source_partition)s, %(source_offset)s, %(actor_sub)s,
-        %(actor_role)s, %(failure)s, %(command)s, %(now)s)
+        %(actor_role)s, %(failure)s, %(command)s, %(issued_at)s, %(now)s)
 """
 
-# An undecodable command's `invalid` outcome: every redo of its batch decodes it to the same.
+# An undecodable command's `invalid` outcome: every redo of its batch decodes it to the same, and
+# its record's timestamp (its issued_at here) is the same on every redelivery.
 INSERT_INVALID_OUTCOME: LiteralString = """
 INSERT INTO command_outcomes
     (command_id, order_id, command_type, outcome, result, source_partition, source_offset,
-     actor_sub, actor_role, failure, created_at)
+     actor_sub, actor_role, failure, issued_at, created_at)
 VALUES (%(command_id)s, %(order_id)s, 'unknown', 'invalid', %(result)s, %(partition)s, %(offset)s,
-        %(actor_sub)s, %(actor_role)s, %(failure)s, %(now)s)
-ON CONFLICT (command_id) DO NOTHING
+        %(actor_sub)s, %(actor_role)s, %(failure)s, %(issued_at)s, %(now)s)
+ON CONFLICT (command_id, issued_at) DO NOTHING
 """
 
 INSERT_WIDGET_EVENT: LiteralString = """
@@ -111,13 +122,14 @@ FROM unnest(%(order_id)s::uuid[], %(restaurant_id)s::uuid[], %(from_status)s::te
 INSERT_OUTCOMES: LiteralString = """
 INSERT INTO command_outcomes
     (command_id, order_id, restaurant_id, command_type, outcome, result, event,
-     source_partition, source_offset, actor_sub, actor_role, failure, command, created_at)
+     source_partition, source_offset, actor_sub, actor_role, failure, command, issued_at,
+     created_at)
 SELECT command_id, order_id, restaurant_id, command_type, outcome, result, event,
-       source_partition, source_offset, actor_sub, actor_role, failure, command, %(now)s
+       source_partition, source_offset, actor_sub, actor_role, failure, command, issued_at, %(now)s
 FROM jsonb_to_recordset(%(rows)s::jsonb)
     AS u(command_id uuid, order_id uuid, restaurant_id uuid, command_type text, outcome text,
          result jsonb, event jsonb, source_partition integer, source_offset bigint,
-         actor_sub text, actor_role text, failure text, command jsonb)
+         actor_sub text, actor_role text, failure text, command jsonb, issued_at timestamptz)
 """
 
 INSERT_WIDGET_EVENTS: LiteralString = """

@@ -3,13 +3,14 @@ dead-letter guard's trips. Named queries (queries.py); rows read by column name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 from uuid import UUID
 
 import psycopg
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from psycopg import Cursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
@@ -22,6 +23,15 @@ from services.core.statuses import OrderStatus
 from services.status_worker import queries
 from services.status_worker.batch import DeadLetter, Incoming, Processed
 from services.status_worker.bulk import Sightings, Writes
+
+Command = CreateOrder | ChangeStatus
+
+INBOX_LOOKBACK = timedelta(hours=24)
+"""How much earlier than a batch's commands the inbox lookup reaches (queries.STORED_OUTCOMES;
+WORKER_INBOX_LOOKBACK_S): the Idempotency-Key lifetime, over which an API from before migration
+0016 could republish a claimed command under a later issued_at. Copies from a current API or
+replay carry the first's."""
+CLOCK_MARGIN = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +46,27 @@ class Sighting:
 class Repository:
     """Reads and writes of one unit of work, on its connection (pipeline mode too)."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], inbox_lookback: timedelta = INBOX_LOOKBACK
+    ) -> None:
         self.conn = conn
+        self.inbox_lookback = inbox_lookback
 
     def _rows(self, query: LiteralString, params: dict[str, Any]) -> list[DictRow]:
         return self.conn.cursor(row_factory=dict_row).execute(query, params).fetchall()
 
-    def stored_outcomes(self, ids: list[UUID]) -> dict[UUID, Processed]:
-        """The inbox's answers to the commands of `ids` that already have one."""
+    def stored_outcomes(self, commands: Sequence[Command]) -> dict[UUID, Processed]:
+        """The inbox's answers to those of `commands` that already have one."""
+        if not commands:
+            return {}
+        issued = [command.issued_at for command in commands]
+        params = {
+            "ids": [command.command_id for command in commands],
+            "earliest": min(issued) - self.inbox_lookback,
+            # Rows moved in by migration 0015 carry their created_at: before the worker's now
+            # (a minute's margin for the database's clock).
+            "latest": max(*issued, datetime.now(UTC)) + CLOCK_MARGIN,
+        }
         return {
             row["command_id"]: Processed(
                 CommandResult.model_validate(row["result"]),
@@ -51,7 +74,7 @@ class Repository:
                 (row["source_partition"], row["source_offset"]),
                 failure=row["failure"],
             )
-            for row in self._rows(queries.STORED_OUTCOMES, {"ids": ids})
+            for row in self._rows(queries.STORED_OUTCOMES, params)
         }
 
     def lookup(self, order_id: UUID, creating_for: UUID | None = None) -> Sighting:
@@ -174,6 +197,7 @@ class Repository:
         result = letter.result
         assert result is not None
         _, partition, offset = position(letter.message)
+        issued_at = record_time(letter.message) or now
         self.conn.execute(
             queries.INSERT_INVALID_OUTCOME,
             {
@@ -185,9 +209,17 @@ class Repository:
                 "actor_sub": letter.actor.sub if letter.actor else None,
                 "actor_role": letter.actor.role.value if letter.actor else None,
                 "failure": letter.reason,
+                "issued_at": issued_at,
                 "now": now,
             },
         )
+
+
+def record_time(message: Message) -> datetime | None:
+    """A record's timestamp: an undecodable command's stand-in for its issued_at, the same on
+    every redelivery of the record."""
+    kind, millis = message.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else datetime.fromtimestamp(millis / 1000, UTC)
 
 
 class CommandFailed(Exception):
@@ -268,6 +300,7 @@ def outcome_document(item: Incoming, processed: Processed) -> dict[str, Any]:
         "order_id": str(command.order_id),
         "restaurant_id": str(restaurant_id) if restaurant_id else None,
         "command_type": command.type,
+        "issued_at": command.issued_at.isoformat(),
         "outcome": result.outcome.value,
         "result": result.model_dump(mode="json"),
         "event": event.model_dump(mode="json") if event else None,
@@ -285,6 +318,7 @@ def outcome_row(item: Incoming, processed: Processed) -> dict[str, Any]:
     row = outcome_document(item, processed)
     for name in ("result", "event", "command"):
         row[name] = Jsonb(row[name]) if row[name] is not None else None
+    row["issued_at"] = item.command.issued_at
     return row
 
 

@@ -71,7 +71,7 @@ def apply_batch(
     with uow:
         for letter in invalid:
             _record_invalid(uow, letter, now, isolate=isolate)
-        stored = uow.repository.stored_outcomes([item.command.command_id for item in batch])
+        stored = uow.repository.stored_outcomes([item.command for item in batch])
         pending = [item for item in first_copies(batch) if item.command.command_id not in stored]
         if isolate:
             for item in pending:

@@ -437,8 +437,9 @@ def test_turning_row_security_off_is_refused_not_obeyed(
 def test_every_table_forces_row_level_security(database: Database) -> None:
     with psycopg.connect(database.admin_url, autocommit=True) as admin:
         tables = admin.execute(
+            # Partitioned tables ('p', migration 0015) and each of their partitions too.
             """SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
-               WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'
+               WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')
                  AND relname <> 'schema_migrations' ORDER BY relname"""
         ).fetchall()
     assert {name for name, _, _ in tables} >= set(TABLES)

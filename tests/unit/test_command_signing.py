@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import Message
@@ -269,3 +269,15 @@ def test_an_unauthenticated_dead_letter_is_never_replayed() -> None:
 
     assert replay_of(parked_as("error: refused"), NOW) is not None
     assert replay_of(parked_as("unauthenticated: no signature"), NOW) is None
+
+
+def test_two_runs_of_one_replay_send_the_same_command() -> None:
+    """Same id and same issued_at (the dead letter's parking time): the inbox's key (command_id,
+    issued_at) sees one command, whichever day each run happens on (migration 0015)."""
+    command = create_command(uuid.uuid4())
+    _, value, _ = command_record(command, KEYS)
+    parked_at = datetime(2026, 1, 1, 23, 59, tzinfo=UTC)
+    parked = ParkedMessage(0, 1, None, value, "error: refused", "0:1", None, parked_at)
+    first = replay_of(parked, NOW)
+    again = replay_of(parked, NOW + timedelta(days=1))
+    assert first is not None and first == again and first.issued_at == parked_at

@@ -112,12 +112,19 @@ class MemoryClaims:
         self.callers: dict[UUID, str] = {}
 
     async def claim(
-        self, *, caller: str, key: str, fingerprint: str, command_id: UUID, order_id: UUID
+        self,
+        *,
+        caller: str,
+        key: str,
+        fingerprint: str,
+        command_id: UUID,
+        order_id: UUID,
+        issued_at: datetime | None = None,
     ) -> KeyHolder | None:
         held = self.keys.get((caller, key))
         if held is not None:
             return held
-        self.keys[(caller, key)] = KeyHolder(command_id, order_id, fingerprint, False)
+        self.keys[(caller, key)] = KeyHolder(command_id, order_id, fingerprint, False, issued_at)
         self.callers[command_id] = caller
         return None
 
@@ -325,6 +332,21 @@ def test_a_claim_never_published_is_published_by_the_retry() -> None:
     assert retry.headers[COMMAND_ID_HEADER] == str(claimed.command_id)
     assert retry.body["order_id"] == str(claimed.order_id)
     assert all(h.published for h in system.claims.keys.values())
+
+
+def test_a_republished_claim_keeps_the_issued_at_it_was_claimed_with() -> None:
+    """issued_at is the inbox's partition key (migration 0015): every copy of one command id must
+    carry the same, or the inbox could store it twice in two partitions."""
+    system = System()
+    key = IdempotencyKey("k", "fp")
+    first = create().model_copy(update={"issued_at": datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC)})
+    system.bus.failure = PublishFailed("no delivery report", definite=False)
+    run(system.dispatch.submit(first, key, Mode.WAIT))
+    system.bus.failure = None
+    run(system.dispatch.submit(create(), key, Mode.WAIT))  # a day later, say
+    assert [(c.command_id, c.issued_at) for c in system.bus.published] == [
+        (first.command_id, first.issued_at)
+    ]
 
 
 def test_an_undecodable_result_is_answered_from_the_stored_outcome() -> None:

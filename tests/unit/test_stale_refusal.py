@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.command_api.answers import COMMAND_ID_HEADER
 from services.command_api.db import StoreUnavailable
@@ -15,7 +17,7 @@ from services.command_api.dispatch import CommandDispatch, IdempotencyKey, Mode
 from services.command_api.early_refusals import KnownOrders, settled_refusal
 from services.command_api.problems import Problem
 from services.core.messages import Actor, ChangeStatus, OrderView, Role
-from services.core.statuses import OrderStatus
+from services.core.statuses import OrderStatus, can_transition
 from tests.unit.test_dispatch import ACTOR, RESTAURANT, System, run
 
 
@@ -192,3 +194,36 @@ def test_known_orders_keep_the_newest_and_forget_the_oldest_order_first() -> Non
     known.observe(view(third, 7, OrderStatus.CANCELLED))
     assert len(known) == 2 and not known.worth_checking(first, 1)
     assert known.worth_checking(third, None) and not known.worth_checking(uuid.uuid4(), 0)
+
+
+@given(
+    path=st.lists(st.sampled_from(list(OrderStatus)), max_size=8),
+    lag=st.integers(min_value=0, max_value=8),
+    target=st.sampled_from(list(OrderStatus)),
+    expected=st.one_of(st.none(), st.integers(min_value=1, max_value=10)),
+)
+def test_a_refusal_read_from_a_lagging_replica_is_the_primarys_answer_too(
+    path: list[OrderStatus], lag: int, target: OrderStatus, expected: int | None
+) -> None:
+    """The replica (DATABASE_READ_URL) shows a state the order had `lag` changes ago: whatever it
+    refuses, the primary's newer state refuses the same way (versions only grow, final stays
+    final), so the 409 answered early is the one the worker would give."""
+    order_id = uuid.uuid4()
+    states = [view(order_id, 1, OrderStatus.PENDING)]
+    for status in path:  # the legal changes among `path`, applied in turn on the primary
+        current = states[-1]
+        if can_transition(current.status, status):
+            states.append(view(order_id, current.version + 1, status))
+    replica, primary = states[max(0, len(states) - 1 - lag)], states[-1]
+    command = ChangeStatus(
+        command_id=uuid.uuid4(),
+        order_id=order_id,
+        status=target,
+        expected_version=expected,
+        actor=ACTOR,
+        issued_at=datetime.now(UTC),
+    )
+    refused = settled_refusal(replica, command)
+    if refused is not None:
+        now = settled_refusal(primary, command)
+        assert now is not None and now.outcome is refused.outcome

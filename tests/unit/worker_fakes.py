@@ -71,7 +71,10 @@ class FakeRepository:
     forbidden: set[UUID | None] = field(default_factory=set)
     """Restaurants the caller may not create orders for."""
 
-    def stored_outcomes(self, ids: list[UUID]) -> dict[UUID, Processed]:
+    def stored_outcomes(
+        self, commands: Sequence[CreateOrder | ChangeStatus]
+    ) -> dict[UUID, Processed]:
+        ids = [command.command_id for command in commands]
         return {i: self.inbox[i] for i in ids if i in self.inbox}
 
     def lookup(self, order_id: UUID, creating_for: UUID | None = None) -> Sighting:
