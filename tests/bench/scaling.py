@@ -39,6 +39,7 @@ from bench.wrk import run_wrk, write_orders
 from services.adapters import kafka_config
 from services.adapters.settings import Settings
 from services.loadgen import seed
+from tests.bench.capacity import HEADER, Costs, capacity, row
 from tests.bench.cpu import CpuSampler, CpuUse, Finder, cpu_between, pids_listening_on, process_tree
 from tests.bench.tables import table
 from tests.bench.worker_batches import order_records
@@ -226,8 +227,11 @@ def drain_step(
                 log_before, lsn_before = kafka_log_bytes(settings), wal_lsn(settings)
                 produce_at_once(settings, records)
                 step = timed_drain(settings, plan, sampler, len(records), deadline_s)
-                step["wal_bytes"] = wal_bytes(settings, lsn_before)
-            step["kafka_log_bytes"] = kafka_log_bytes(settings) - log_before
+                wal = wal_bytes(settings, lsn_before)
+            log = kafka_log_bytes(settings) - log_before
+            # Both cover the whole backlog, not only the timed window.
+            step["wal_bytes_per_command"] = round(wal / max(1, step["commands"]))
+            step["kafka_log_bytes_per_command"] = round(log / max(1, step["commands"]))
             with psycopg.connect(settings.admin_url) as conn:
                 row = conn.execute("SELECT count(*) FROM command_outcomes").fetchone()
             step |= {"workers": workers, "outcomes": int(row[0]) if row else 0}
@@ -343,7 +347,7 @@ def patch_step(
         "p95_ms": result.p95_ms,
         "p99_ms": result.p99_ms,
         "statuses": dict(sorted(result.statuses.items())),
-        "wal_bytes": wal,
+        "wal_bytes_per_command": round(wal / max(1, applied)),
         **cpu_summary(cpu, applied, generator_s),
     }
 
@@ -509,8 +513,8 @@ def report_lines(results: ScalingResults) -> list[str]:
                     [
                         name,
                         *per_command_cells(s),
-                        per_command(s.get("kafka_log_bytes"), s),
-                        per_command(s.get("wal_bytes"), s),
+                        s.get("kafka_log_bytes_per_command", "-"),
+                        s.get("wal_bytes_per_command", "-"),
                     ]
                     for name, s in steps
                 ],
@@ -521,16 +525,10 @@ def report_lines(results: ScalingResults) -> list[str]:
             "writes included), over the step.",
             "",
         ]
+    lines += capacity_lines(results)
     if results.skipped:
         lines += ["Skipped for the time budget: " + ", ".join(results.skipped), ""]
     return lines
-
-
-def per_command(total: int | None, step: Step) -> Any:
-    commands = step.get("measured_commands", step.get("applied", 0))
-    if total is None or not commands:
-        return "-"
-    return round(total / commands)
 
 
 # ---- the phase -------------------------------------------------------------------------------
@@ -556,3 +554,64 @@ def phase_scaling(
     say(f"scaling: PATCH, wrk {plan.connections} connections, {plan.wrk_s:g} s per step")
     patch_steps(base, log_dir, plan, api_settings, time_left, results)
     return results
+
+
+# ---- the capacity model ----------------------------------------------------------------------
+
+
+def model_costs(results: ScalingResults) -> tuple[float, Costs, Costs] | None:
+    """Today's load (what one API process and one worker sustained under 32 connections) and the
+    per-command costs two ways: of that step (small batches: an upper bound) and of the
+    one-worker drain (full batches: the lower bound a busy worker tends to)."""
+    one_api = next((s for s in results.patch if s["api_processes"] == 1), None)
+    one_worker = next((s for s in results.drain if s["workers"] == 1), None)
+    if not one_api or not one_worker or not one_api["applied"] or not one_worker["commands_per_s"]:
+        return None
+    steady, batched = one_api["cpu_ms_per_command"], one_worker["cpu_ms_per_command"]
+    common = {
+        "api_ms": steady["api"],
+        "kafka_log_bytes": one_worker["kafka_log_bytes_per_command"],
+        "worker_drain_per_s": one_worker["commands_per_s"],
+    }
+    upper = Costs(
+        worker_ms=steady["worker"],
+        kafka_ms=steady["kafka"],
+        postgres_ms=steady["postgres"],
+        wal_bytes=one_api["wal_bytes_per_command"],
+        **common,
+    )
+    lower = Costs(
+        worker_ms=batched["worker"],
+        kafka_ms=batched["kafka"],
+        postgres_ms=batched["postgres"],
+        wal_bytes=one_worker["wal_bytes_per_command"],
+        **common,
+    )
+    return one_api["applied_per_s"], upper, lower
+
+
+def capacity_lines(results: ScalingResults) -> list[str]:
+    model = model_costs(results)
+    if model is None:
+        return []
+    today, upper, lower = model
+    lines = [
+        "### Capacity model (tests/bench/capacity.py, docs/scaling.md)",
+        "",
+        f"Today's load: {today:g} commands/s, what one API process and one worker sustained "
+        "above. Upper bound: the per-command costs of that step (small batches); lower bound: "
+        "those of the one-worker drain (full batches), the API's cost the same in both.",
+        "",
+    ]
+    for name, costs in (("upper bound", upper), ("lower bound", lower)):
+        rows = [row(capacity(today, m, costs)) for m in (1, 10, 100, 1000)]
+        lines += [f"{name}: {costs_line(costs)}", "", *table(HEADER, rows), ""]
+    return lines
+
+
+def costs_line(c: Costs) -> str:
+    return (
+        f"per command API {c.api_ms:g}, worker {c.worker_ms:g}, Kafka {c.kafka_ms:g}, PostgreSQL "
+        f"{c.postgres_ms:g} CPU-ms; Kafka log {c.kafka_log_bytes:.0f} B, WAL {c.wal_bytes:.0f} B; "
+        f"one worker drains {c.worker_drain_per_s:g}/s"
+    )
