@@ -69,6 +69,7 @@ class ScalingPlan:
     api_processes: tuple[int, ...] = (1, 2, 4)
     connections: int = 32
     partitions: int = 6
+    idle_s: float = 3
 
     @classmethod
     def of(cls, quick: bool) -> ScalingPlan:
@@ -327,6 +328,11 @@ def patch_step(
         tenants = seed(settings, 4, int(2_500 * plan.wrk_s))
         orders = write_orders(log_dir / f"scaling-api{processes}.txt", tenants)
         sampler = CpuSampler({"api": tree_of([api]), **groups})
+        # The same processes with no load: what they cost per second whatever the rate (consumers'
+        # fetch polling, timers), and, on a shared machine, the brokers' share of others' work.
+        idle_before = sampler.snapshot()
+        time.sleep(plan.idle_s)
+        idle = cpu_between(idle_before, sampler.snapshot())
         lsn_before = wal_lsn(settings)
         before, generator_before = sampler.snapshot(), children_cpu_s()
         result = run_wrk(
@@ -349,6 +355,20 @@ def patch_step(
         "statuses": dict(sorted(result.statuses.items())),
         "wal_bytes_per_command": round(wal / max(1, applied)),
         **cpu_summary(cpu, applied, generator_s),
+        "idle_percent": {name: idle.percent(name) for name in idle.groups},
+        "marginal_cpu_ms_per_command": marginal_costs(cpu, idle, applied),
+    }
+
+
+def marginal_costs(busy: CpuUse, idle: CpuUse, commands: int) -> dict[str, float]:
+    """CPU-ms per command above the idle rate of the same processes (never below zero)."""
+    if not commands:
+        return {}
+    return {
+        name: round(
+            max(0.0, 1000 * (use.seconds - idle.percent(name) / 100 * busy.wall_s) / commands), 3
+        )
+        for name, use in busy.groups.items()
     }
 
 
@@ -408,8 +428,7 @@ def line_of(step: Step) -> str:
     return f"{rate}/s; CPU % {cpu}; machine {step.get('machine_percent')} %"
 
 
-def per_command_cells(step: Step) -> list[Any]:
-    costs = step.get("cpu_ms_per_command", {})
+def per_command_cells(costs: dict[str, float | None]) -> list[Any]:
     cells = [costs.get(name, "-") if costs.get(name) is not None else "-" for name in COMPONENTS]
     known = [c for c in costs.values() if c is not None]
     return [*cells, round(sum(known), 3) if known else "-"]
@@ -477,6 +496,7 @@ def report_lines(results: ScalingResults) -> list[str]:
                     "wrk %",
                     "machine %",
                     "other %",
+                    "idle % (same processes, no load)",
                     "saturates",
                 ],
                 [
@@ -493,6 +513,7 @@ def report_lines(results: ScalingResults) -> list[str]:
                         each_cell(s["cpu_percent"].get("load generator", [])),
                         s["machine_percent"],
                         s["other_percent"],
+                        ", ".join(f"{k} {v:g}" for k, v in s["idle_percent"].items()),
                         s["saturates"],
                     ]
                     for s in results.patch
@@ -500,9 +521,15 @@ def report_lines(results: ScalingResults) -> list[str]:
             ),
             "",
         ]
-    steps = [(f"drain, {s['workers']} worker(s)", s) for s in results.drain] + [
-        (f"PATCH, {s['api_processes']} API process(es)", s) for s in results.patch
+    steps = [
+        (f"drain, {s['workers']} worker(s)", s["cpu_ms_per_command"], s) for s in results.drain
     ]
+    for s in results.patch:
+        name = f"PATCH, {s['api_processes']} API process(es)"
+        steps += [
+            (name, s["cpu_ms_per_command"], s),
+            (f"{name}, above idle", s["marginal_cpu_ms_per_command"], s),
+        ]
     if steps:
         lines += [
             "### CPU-ms per applied command",
@@ -512,15 +539,18 @@ def report_lines(results: ScalingResults) -> list[str]:
                 [
                     [
                         name,
-                        *per_command_cells(s),
+                        *per_command_cells(costs),
                         s.get("kafka_log_bytes_per_command", "-"),
                         s.get("wal_bytes_per_command", "-"),
                     ]
-                    for name, s in steps
+                    for name, costs, s in steps
                 ],
             ),
             "",
-            "Bytes per command: the project's topics' log segments on the brokers' disks (every "
+            "Above idle: less what the same processes used with no load for "
+            f"{ScalingPlan.idle_s:g} s before the step (per-second costs: consumers' fetch "
+            "polling, timers; on a shared machine also the brokers' and the database's work for "
+            "others). Bytes per command: the project's topics' log segments on the brokers' disks (every "
             "replica; drain steps only) and PostgreSQL's WAL (the whole server: other databases' "
             "writes included), over the step.",
             "",
@@ -567,24 +597,25 @@ def model_costs(results: ScalingResults) -> tuple[float, Costs, Costs] | None:
     one_worker = next((s for s in results.drain if s["workers"] == 1), None)
     if not one_api or not one_worker or not one_api["applied"] or not one_worker["commands_per_s"]:
         return None
-    steady, batched = one_api["cpu_ms_per_command"], one_worker["cpu_ms_per_command"]
+    steady, batched = one_api["marginal_cpu_ms_per_command"], one_worker["cpu_ms_per_command"]
     common = {
         "api_ms": steady["api"],
         "kafka_log_bytes": one_worker["kafka_log_bytes_per_command"],
         "worker_drain_per_s": one_worker["commands_per_s"],
+        # The rows a command writes, over the drain's whole backlog, where other databases'
+        # writes to the shared server's WAL weigh least.
+        "wal_bytes": one_worker["wal_bytes_per_command"],
     }
     upper = Costs(
         worker_ms=steady["worker"],
         kafka_ms=steady["kafka"],
         postgres_ms=steady["postgres"],
-        wal_bytes=one_api["wal_bytes_per_command"],
         **common,
     )
     lower = Costs(
         worker_ms=batched["worker"],
         kafka_ms=batched["kafka"],
         postgres_ms=batched["postgres"],
-        wal_bytes=one_worker["wal_bytes_per_command"],
         **common,
     )
     return one_api["applied_per_s"], upper, lower
@@ -599,7 +630,7 @@ def capacity_lines(results: ScalingResults) -> list[str]:
         "### Capacity model (tests/bench/capacity.py, docs/scaling.md)",
         "",
         f"Today's load: {today:g} commands/s, what one API process and one worker sustained "
-        "above. Upper bound: the per-command costs of that step (small batches); lower bound: "
+        "above. Upper bound: the per-command costs of that step above idle (small batches); lower bound: "
         "those of the one-worker drain (full batches), the API's cost the same in both.",
         "",
     ]
