@@ -40,7 +40,7 @@ import psycopg
 from bench.wrk import Mode, run_wrk, write_orders
 from services.adapters.settings import Settings
 from services.loadgen import Mix, Tenant, run_load, seed
-from tests.bench.scaling import ScalingResults, phase_scaling, report_lines
+from tests.bench.scaling import ScalingResults, phase_scaling, report_lines, write_figures
 from tests.bench.systems import BaselineProcess, peak_rss_mb
 from tests.bench.tables import table
 from tests.stack import ServiceProcess, free_port, isolated_settings
@@ -48,6 +48,8 @@ from tests.topics import change_command, command_record, create_command, produce
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "performance.md"
+RUN_LINES = ("- date:", "- machine:", "- command:")
+"""The lines of the report that say which run it was (docs/scaling.md repeats them)."""
 NOTES_BEGIN, NOTES_END = "<!-- notes: kept by make bench -->", "<!-- /notes -->"
 KNEE_P95_MS = 300.0
 KNEE_NON_5XX = 0.999
@@ -689,6 +691,10 @@ def main() -> None:
     if not args.no_doc:
         write_doc(lines)
         say(f"wrote {DOC}")
+        if results.scaling and write_figures(
+            results.scaling, [x for x in lines if x.startswith(RUN_LINES)]
+        ):
+            say("wrote docs/scaling.md (its figures block)")
     if args.json:
         args.json.write_text(json.dumps(results.__dict__, default=as_json, indent=2))
     say(f"logs: {log_dir}")

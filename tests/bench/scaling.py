@@ -646,3 +646,21 @@ def costs_line(c: Costs) -> str:
         f"{c.postgres_ms:g} CPU-ms; Kafka log {c.kafka_log_bytes:.0f} B, WAL {c.wal_bytes:.0f} B; "
         f"one worker drains {c.worker_drain_per_s:g}/s"
     )
+
+
+SCALING_DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling.md"
+BLOCK_BEGIN, BLOCK_END = "<!-- figures: kept by make bench -->", "<!-- /figures -->"
+
+
+def write_figures(results: ScalingResults, header: list[str], doc: Path = SCALING_DOC) -> bool:
+    """Replaces the figures block of docs/scaling.md with this run's (header: the run's date,
+    machine and load average); the prose around it is the doc's own. False: no block there."""
+    if not doc.exists():
+        return False
+    text = doc.read_text()
+    if BLOCK_BEGIN not in text or BLOCK_END not in text:
+        return False
+    start, end = text.index(BLOCK_BEGIN) + len(BLOCK_BEGIN), text.index(BLOCK_END)
+    body = "\n".join(["", *header, "", *report_lines(results)[2:], ""])
+    doc.write_text(text[:start] + body + text[end:])
+    return True

@@ -1,8 +1,11 @@
-"""The capacity model's arithmetic (tests/bench/capacity.py): pure."""
+"""The capacity model (tests/bench/capacity.py) and the figures block of docs/scaling.md: pure."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.bench.capacity import Costs, capacity, cores, partitions_for
+from tests.bench.scaling import BLOCK_BEGIN, BLOCK_END, ScalingResults, write_figures
 
 COSTS = Costs(
     api_ms=1.2,
@@ -52,3 +55,13 @@ def test_brokers_and_primaries_grow_with_the_largest_of_their_limits() -> None:
     assert (c.broker_cores, c.broker_write_mb_s, c.brokers) == (300.0, 1200.0, 38)
     # 200,000 x 0.5 ms / 0.6 = 167 cores = 6 primaries of 32; WAL 500 MB/s = 6 at 60 % of 150.
     assert (c.postgres_cores, c.wal_mb_s, c.primaries) == (166.7, 500.0, 6)
+
+
+def test_the_figures_block_of_the_doc_is_replaced_and_the_prose_kept(tmp_path: Path) -> None:
+    doc = tmp_path / "scaling.md"
+    doc.write_text(f"# Scaling\n\nprose\n{BLOCK_BEGIN}\nold figures\n{BLOCK_END}\n\nmore prose\n")
+    assert write_figures(ScalingResults(skipped=["drain with 3 workers"]), ["- date: x"], doc)
+    text = doc.read_text()
+    assert "old figures" not in text and "- date: x" in text and "drain with 3 workers" in text
+    assert text.startswith("# Scaling\n\nprose\n") and text.endswith(f"{BLOCK_END}\n\nmore prose\n")
+    assert not write_figures(ScalingResults(), [], tmp_path / "missing.md")
