@@ -51,6 +51,8 @@ PG_PROCESSES = (
 )
 """The bench database's backends and the server's own processes (WAL writer, checkpointer, ...;
 no database), not this query's backend nor other databases' sessions."""
+OUTCOMES = "SELECT count(*) FROM command_outcomes"
+"""Checked once after a drain: every command of the backlog has its outcome."""
 WAL_LSN = "SELECT pg_current_wal_lsn()::text"
 WAL_BYTES = "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint"
 HOT_PERCENT = 85.0
@@ -234,7 +236,7 @@ def drain_step(
             step["wal_bytes_per_command"] = round(wal / max(1, step["commands"]))
             step["kafka_log_bytes_per_command"] = round(log / max(1, step["commands"]))
             with psycopg.connect(settings.admin_url) as conn:
-                row = conn.execute("SELECT count(*) FROM command_outcomes").fetchone()
+                row = conn.execute(OUTCOMES).fetchone()
             step |= {"workers": workers, "outcomes": int(row[0]) if row else 0}
             step["group_stable_before"] = stable
         finally:
@@ -452,7 +454,7 @@ def report_lines(results: ScalingResults) -> list[str]:
             *table(
                 [
                     "workers",
-                    "commands",
+                    "outcomes (timed)",
                     "commands/s",
                     "worker CPU %",
                     "kafka %",
@@ -464,7 +466,7 @@ def report_lines(results: ScalingResults) -> list[str]:
                 [
                     [
                         s["workers"],
-                        f"{s.get('measured_commands', 0)} of {s['of']}",
+                        f"{s['outcomes']} of {s['of']} ({s.get('measured_commands', 0)})",
                         s["commands_per_s"],
                         each_cell(s.get("cpu_percent", {}).get("worker", [])),
                         each_cell(s.get("cpu_percent", {}).get("kafka", [])),
