@@ -61,6 +61,11 @@ BUSY_MACHINE = 0.9
 """The machine is saturated at this share of all its cores."""
 COMPONENTS = ("api", "worker", "kafka", "postgres", "load generator")
 Step = dict[str, Any]
+PHASE_S = 300
+"""The phase's bound (a full run takes ~3.5 min): a step that no longer fits is skipped, and said."""
+DRAIN_STEP_S = 40
+PATCH_PART_S = 110
+"""What a drain step and the three PATCH steps take (start-up, seeding and teardown included)."""
 
 
 @dataclass
@@ -291,7 +296,7 @@ def patch_steps(
             with postgres_finder(settings) as postgres:
                 kafka = broker_pids(settings)
                 for processes in plan.api_processes:
-                    if time_left() < plan.wrk_s + 90:
+                    if time_left() < plan.wrk_s + 40:
                         results.skipped.append(f"PATCH with {processes} API processes")
                         continue
                     step = patch_step(
@@ -575,16 +580,21 @@ def phase_scaling(
 ) -> ScalingResults:
     plan = ScalingPlan.of(quick)
     results = ScalingResults(cores=os.cpu_count() or 1)
+    deadline = time.monotonic() + PHASE_S
+
+    def left() -> float:
+        return min(time_left(), deadline - time.monotonic())
+
     say(f"scaling: worker drain ({plan.commands} commands, {plan.partitions} partitions)")
     for workers in plan.workers:
-        if time_left() < 90:
+        if left() < DRAIN_STEP_S + PATCH_PART_S:
             results.skipped.append(f"drain with {workers} workers")
             continue
-        step = drain_step(base, log_dir, plan, workers, min(90.0, time_left() - 60))
+        step = drain_step(base, log_dir, plan, workers, min(90.0, left() - PATCH_PART_S))
         results.drain.append(step)
         say(f"  {workers} worker(s): {line_of(step)}")
     say(f"scaling: PATCH, wrk {plan.connections} connections, {plan.wrk_s:g} s per step")
-    patch_steps(base, log_dir, plan, api_settings, time_left, results)
+    patch_steps(base, log_dir, plan, api_settings, left, results)
     return results
 
 
