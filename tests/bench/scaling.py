@@ -61,8 +61,8 @@ BUSY_MACHINE = 0.9
 """The machine is saturated at this share of all its cores."""
 COMPONENTS = ("api", "worker", "kafka", "postgres", "load generator")
 Step = dict[str, Any]
-PHASE_S = 300
-"""The phase's bound (a full run takes ~3.5 min): a step that no longer fits is skipped, and said."""
+PHASE_S = 240
+"""The phase's bound (a full run takes ~2 min): a step that no longer fits is skipped, and said."""
 DRAIN_STEP_S = 40
 PATCH_PART_S = 110
 """What a drain step and the three PATCH steps take (start-up, seeding and teardown included)."""
