@@ -53,6 +53,12 @@ PG_PROCESSES = (
 no database), not this query's backend nor other databases' sessions."""
 OUTCOMES = "SELECT count(*) FROM command_outcomes"
 """Checked once after a drain: every command of the backlog has its outcome."""
+REPLY_LOCKS = (
+    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+    " WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()"
+)
+"""API processes that took their results partition (command_api/reply_partition.py): each takes
+one advisory lock when its app starts, so this many have started."""
 WAL_LSN = "SELECT pg_current_wal_lsn()::text"
 WAL_BYTES = "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint"
 HOT_PERCENT = 85.0
@@ -324,6 +330,9 @@ def patch_step(
     api = ServiceProcess("api", settings, log_dir, log_level="WARNING", **overrides).start()
     url = f"http://127.0.0.1:{settings.api_port}"
     try:
+        # /readyz answers once one process is up: wait for all, or the first ones take every
+        # connection and the rest's start-up lands in the measured window.
+        all_started = wait_api_processes(settings, processes)
         warm = seed(settings, 4, 200)
         run_wrk(
             url,
@@ -362,9 +371,23 @@ def patch_step(
         "statuses": dict(sorted(result.statuses.items())),
         "wal_bytes_per_command": round(wal / max(1, applied)),
         **cpu_summary(cpu, applied, generator_s),
+        "all_processes_started": all_started,
         "idle_percent": {name: idle.percent(name) for name in idle.groups},
         "marginal_cpu_ms_per_command": marginal_costs(cpu, idle, applied),
     }
+
+
+def wait_api_processes(settings: Settings, processes: int, timeout_s: float = 60) -> bool:
+    if processes == 1:
+        return True  # one process: /readyz is its own
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(settings.admin_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(REPLY_LOCKS).fetchone()
+            if row and int(row[0]) >= processes:
+                return True
+            time.sleep(0.2)
+    return False
 
 
 def marginal_costs(busy: CpuUse, idle: CpuUse, commands: int) -> dict[str, float]:
