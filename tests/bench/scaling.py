@@ -156,7 +156,8 @@ def kafka_log_bytes(settings: Settings) -> int:
     for broker_id in brokers:
         resource_ = ConfigResource(ResourceType.BROKER, str(broker_id))
         configs = next(iter(admin.describe_configs([resource_]).values())).result(timeout=10)
-        for log_dir in str(configs["log.dirs"].value).split(","):
+        dirs = configs["log.dirs"].value if "log.dirs" in configs else None
+        for log_dir in str(dirs or configs["log.dir"].value).split(","):
             for name in names:
                 total += sum(f.stat().st_size for f in Path(log_dir).glob(f"{name}-*/*.log"))
     return total
