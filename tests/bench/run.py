@@ -40,7 +40,8 @@ import psycopg
 from bench.wrk import Mode, run_wrk, write_orders
 from services.adapters.settings import Settings
 from services.loadgen import Mix, Tenant, run_load, seed
-from tests.bench.scaling import ScalingResults, phase_scaling, report_lines, write_figures
+from tests.bench.scaling import ScalingResults, phase_scaling
+from tests.bench.scaling_report import report_lines, write_figures
 from tests.bench.systems import BaselineProcess, peak_rss_mb
 from tests.bench.tables import table
 from tests.stack import ServiceProcess, free_port, isolated_settings

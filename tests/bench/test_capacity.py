@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.bench.capacity import Costs, capacity, cores, partitions_for
-from tests.bench.scaling import BLOCK_BEGIN, BLOCK_END, ScalingResults, write_figures
+from tests.bench.scaling import ScalingResults
+from tests.bench.scaling_report import BLOCK_BEGIN, BLOCK_END, write_figures
 
 COSTS = Costs(
     api_ms=1.2,
