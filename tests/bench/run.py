@@ -10,13 +10,16 @@ database and topic prefix, removed afterwards). Prints the tables and writes doc
    connections on 10 orders with expected_version: answered = 200 + 409);
 4. worker backlog drain: commands preloaded in Kafka, drained by one worker with every guarantee
    on, beside the same SQL (the worker's apply_batch) run straight on PostgreSQL in batches;
-5. peak RSS (VmHWM) of the API, the worker and the baseline.
+5. peak RSS (VmHWM) of the API, the worker and the baseline;
+6. scaling (tests/bench/scaling.py): drain with 1, 2 and 3 workers, PATCH with 1, 2 and 4 API
+   processes, the CPU of every process at each step and the CPU-ms per command.
 
 Every phase is bounded in time; `--quick` runs short steps for development, `--only` a subset."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,17 +40,22 @@ import psycopg
 from bench.wrk import Mode, run_wrk, write_orders
 from services.adapters.settings import Settings
 from services.loadgen import Mix, Tenant, run_load, seed
+from tests.bench.scaling import ScalingResults, phase_scaling
+from tests.bench.scaling_report import report_lines, write_figures
 from tests.bench.systems import BaselineProcess, peak_rss_mb
+from tests.bench.tables import table
 from tests.stack import ServiceProcess, free_port, isolated_settings
 from tests.topics import change_command, command_record, create_command, produce
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "performance.md"
+RUN_LINES = ("- date:", "- machine:", "- command:")
+"""The lines of the report that say which run it was (docs/scaling.md repeats them)."""
 NOTES_BEGIN, NOTES_END = "<!-- notes: kept by make bench -->", "<!-- /notes -->"
 KNEE_P95_MS = 300.0
 KNEE_NON_5XX = 0.999
 STEPS = ("accepted", "preparing", "ready", "completed")
-PHASES = ("ceiling", "closed", "sweep", "hot", "profile", "drain")
+PHASES = ("ceiling", "closed", "sweep", "hot", "profile", "drain", "scaling")
 SETTLE_S = 5.0
 BUDGET_S = 14 * 60
 """make bench stops starting phases when less than their share of this is left."""
@@ -98,6 +106,7 @@ class Results:
     load_before: str = ""
     seconds: float = 0.0
     api: dict[str, Any] = field(default_factory=dict)
+    scaling: ScalingResults | None = None
 
 
 def say(text: str) -> None:
@@ -370,11 +379,6 @@ def row_of(s: dict[str, Any]) -> str:
     )
 
 
-def table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
 def per_s(rate: float | None) -> str:
     return f"{rate:g}/s" if rate else "none (no rate within both limits)"
 
@@ -582,6 +586,8 @@ def report(results: Results, command: str) -> list[str]:
             f"- worker / raw SQL: {ratio}",
             "",
         ]
+    if results.scaling:
+        lines += report_lines(results.scaling)
     if results.skipped:
         lines += ["Skipped for the time budget: " + ", ".join(results.skipped), ""]
     if results.rss:
@@ -594,6 +600,12 @@ def report(results: Results, command: str) -> list[str]:
     if results.profile:
         lines += [*results.profile, ""]
     return lines
+
+
+def as_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 def write_doc(lines: list[str]) -> None:
@@ -670,6 +682,8 @@ def main() -> None:
     if "drain" in phases and budget.allows(60, "drain", results):
         phase_drain(base, log_dir, plan, results, budget)
         results.rss["worker (drain)"] = results.drain["worker"]["worker_peak_rss_mb"]
+    if "scaling" in phases and budget.allows(120, "scaling", results):
+        results.scaling = phase_scaling(base, log_dir, args.quick, api_configuration, budget.left)
     results.seconds = time.monotonic() - started
     command = "make bench" + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else "")
     lines = report(results, command)
@@ -678,8 +692,12 @@ def main() -> None:
     if not args.no_doc:
         write_doc(lines)
         say(f"wrote {DOC}")
+        if results.scaling and write_figures(
+            results.scaling, [x for x in lines if x.startswith(RUN_LINES)]
+        ):
+            say("wrote docs/scaling.md (its figures block)")
     if args.json:
-        args.json.write_text(json.dumps(results.__dict__, default=str, indent=2))
+        args.json.write_text(json.dumps(results.__dict__, default=as_json, indent=2))
     say(f"logs: {log_dir}")
 
 
