@@ -264,8 +264,14 @@ class ClusterNodes:
         from tests.kafka_cluster import KafkaCluster  # cluster runs only
 
         self.infra = infra
-        self.handle = KafkaCluster(infra.env())
-        self.admin = AdminClient(kafka_config.admin(settings))
+        self.handle = KafkaCluster(
+            infra.root,
+            infra.kafka_ports,
+            infra.controller_ports,
+            infra.metrics_ports,
+            replica_lag_max_ms=infra.replica_lag_max_ms,
+        )
+        self.admin = AdminClient({**kafka_config.admin(settings), "log_level": 0})
 
     def kill(self, node: int) -> None:
         self.infra.script("kafka", "kill-node", str(node))
@@ -283,7 +289,11 @@ class ClusterNodes:
         return self.handle.leader_of(topic, partition)
 
     def active_controller(self) -> int:
-        return self.handle.active_controller()
+        """The KRaft quorum leader; -1 while none is known (an election under way)."""
+        try:
+            return self.handle.active_controller(timeout=5)
+        except TimeoutError:
+            return -1
 
     def partitions(self) -> list[PartitionState]:
         """Every partition of every topic (the internal ones too), as one broker's metadata says."""

@@ -76,7 +76,7 @@ def test_a_cluster_run_must_hold_a_fifth_leader_kills_and_a_tenth_isr_drops() ->
     }
     assert minimum_counts(12, CLUSTER_SHARES) == {FaultKind.LEADER_KILL: 2, FaultKind.ISR_DROP: 1}
     config = ChaosConfig(cluster=True, kinds=(FaultKind.LEADER_KILL, FaultKind.WORKER_KILL))
-    assert config.weights == {FaultKind.LEADER_KILL: 6, FaultKind.WORKER_KILL: 2}
+    assert config.weights == {FaultKind.LEADER_KILL: 6, FaultKind.WORKER_KILL: 3}
     assert config.minimums == {FaultKind.LEADER_KILL: 20}  # no ISR drop asked for, none required
 
 
