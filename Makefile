@@ -10,6 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCAL := deploy/local
 PYTEST_ARGS ?=
+comma := ,
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 
@@ -17,7 +18,22 @@ BENCH_ARGS ?=
 KAFKA_PORT ?= 19092
 PGPORT_LOCAL ?= 55432
 PROMETHEUS_PORT ?= 19090
+# KAFKA_BROKERS=3 (make up/infra/test/status/down KAFKA_BROKERS=3): a three-broker KRaft cluster on
+# KAFKA_PORT, +2, +4 (or KAFKA_PORTS="p1,p2,p3"), every project topic with replication factor 3 and
+# min.insync.replicas 2 (docs/kafka-cluster.md). One broker is the default.
+KAFKA_BROKERS ?= 1
+ifeq ($(KAFKA_BROKERS),1)
 KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+KAFKA_REPLICATION_FACTOR ?= 1
+KAFKA_MIN_INSYNC_REPLICAS ?= 1
+else
+KAFKA_PORTS ?= $(KAFKA_PORT),$(shell echo $$(($(KAFKA_PORT) + 2))),$(shell echo $$(($(KAFKA_PORT) + 4)))
+KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(subst $(comma),$(comma)127.0.0.1:,$(KAFKA_PORTS))
+KAFKA_REPLICATION_FACTOR ?= 3
+KAFKA_MIN_INSYNC_REPLICAS ?= 2
+export KAFKA_PORTS
+endif
+export KAFKA_BROKERS KAFKA_REPLICATION_FACTOR KAFKA_MIN_INSYNC_REPLICAS
 # The services log in as orderstatus_app (row-level security applies); migrations and
 # `orderstatus grant` use the owner, orderstatus (docs/security.md).
 DATABASE_URL ?= postgresql://orderstatus_app:orderstatus_app@127.0.0.1:$(PGPORT_LOCAL)/orderstatus
