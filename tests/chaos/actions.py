@@ -6,11 +6,12 @@ load makes progress again. No progress within STALL_AFTER_S is recorded as a sta
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -137,6 +138,9 @@ class RoundRecord:
     """Leader or controller kill: from the kill until another node led (None: not seen)."""
     isr_drop_s: float | None = None
     """ISR drop: from SIGSTOP until the broker was out of every ISR (None: it never left)."""
+    node_back_at: float | None = None
+    """Broker kills: Unix time the node was restarted and every replica in sync again (it
+    restarts in the background; None: not yet, or not a kill)."""
     client: ClientView | None = None
     """What the terminals saw from the fault until the load progressed again (leader moves)."""
 
@@ -158,7 +162,21 @@ class FaultDone:
     node: int | None = None
     moved_s: float | None = None
     isr_drop_s: float | None = None
+    restart: Future[str] | None = None
+    """A killed node's restart, still under way when the round ends: the next broker fault waits
+    for it (and for every replica in sync), the other kinds go on meanwhile."""
 
+
+NODE_KINDS = frozenset(
+    {
+        FaultKind.LEADER_KILL,
+        FaultKind.CONTROLLER_KILL,
+        FaultKind.FOLLOWER_KILL,
+        FaultKind.ISR_DROP,
+    }
+)
+"""Faults of one broker: at most one at a time (a second would leave partitions with one replica,
+fewer than min.insync.replicas)."""
 
 CLIENT_VIEW_KINDS = frozenset({FaultKind.LEADER_KILL, FaultKind.CONTROLLER_KILL})
 """Rounds whose client view is kept: a leader (of partitions, or of the quorum) moves."""
@@ -177,6 +195,24 @@ class FaultInjector:
         self.rng = rng
         self.nodes = nodes
         self.removals: Counter[str] = Counter()
+        self._restarts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-restart")
+        self._restarting: Future[str] | None = None
+
+    def settle(self) -> float:
+        """Waits until a node restart under way is done and every replica is in sync again;
+        returns the seconds waited (0 when there was none). Raises when the restart failed."""
+        restarting, self._restarting = self._restarting, None
+        if restarting is None:
+            return 0.0
+        started = time.monotonic()
+        restarting.result()
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        try:
+            self.settle()
+        finally:
+            self._restarts.shutdown()
 
     def inject(self, kind: FaultKind) -> FaultDone:
         """Causes the fault and undoes it (blocking); returns what was done. Adding a second
@@ -326,21 +362,20 @@ class FaultInjector:
                 successor.append(now)
             return bool(successor)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-restart") as pool:
-            hold = self._hold(0.0, 1.0)
-            restart = pool.submit(self._restart, node)
-            _wait_for(lambda: moved_on() or restart.done(), LEADER_MOVE_TIMEOUT_S)
-            moved = time.monotonic() - killed if successor else None
-            synced = restart.result()
+        hold = self.rng.uniform(0.0, 1.0)
+        restart = self._restart_later(node, hold)
+        _wait_for(lambda: moved_on() or restart.done(), LEADER_MOVE_TIMEOUT_S)
+        moved = time.monotonic() - killed if successor else None
         if moved is None:
             moved_text = "no other node led it before the restart"
         else:
             moved_text = f"node {successor[0]} after {moved:.1f}s"
         return FaultDone(
             kind,
-            f"{what} {node} killed; {moved_text}; restarted after {hold:.1f}s, {synced}",
+            f"{what} {node} killed; {moved_text}; restart after {hold:.1f}s",
             node=node,
             moved_s=moved,
+            restart=restart,
         )
 
     def kill_follower(self) -> FaultDone:
@@ -350,12 +385,12 @@ class FaultInjector:
         topic, partition = self.fleet.settings.topics.commands, self._commands_partition()
         node = self._follower(nodes, topic, partition)
         nodes.kill(node)
-        hold = self._hold(0.5, 3.0)
-        synced = self._restart(node)
+        hold = self.rng.uniform(0.5, 3.0)
         return FaultDone(
             FaultKind.FOLLOWER_KILL,
-            f"follower {node} of commands-{partition} killed, restarted after {hold:.1f}s, {synced}",
+            f"follower {node} of commands-{partition} killed; restart after {hold:.1f}s",
             node=node,
+            restart=self._restart_later(node, hold),
         )
 
     def drop_from_isr(self) -> FaultDone:
@@ -397,6 +432,16 @@ class FaultInjector:
         followers = [n for n in state.replicas if n != state.leader] or list(state.replicas)
         controller = nodes.active_controller()
         return self.rng.choice([n for n in followers if n != controller] or followers)
+
+    def _restart_later(self, node: int, hold: float) -> Future[str]:
+        """Starts `node` again after `hold` seconds, in the background; see FaultDone.restart."""
+
+        def restart() -> str:
+            time.sleep(hold)
+            return self._restart(node)
+
+        self._restarting = self._restarts.submit(restart)
+        return self._restarting
 
     def _restart(self, node: int) -> str:
         assert self.nodes is not None
@@ -460,10 +505,13 @@ async def run_rounds(
     log: AnswerLog,
     report: Callable[[RoundRecord], None],
     rng: random.Random,
+    report_back: Callable[[RoundRecord, str], None] | None = None,
 ) -> list[RoundRecord]:
     """The planned rounds, spread over the load: before each one, the commands are let catch up
     with the rounds (for at most CATCH_UP_S), and after the last the load runs on until the command
-    target is met. All of it within `targets.max_seconds`."""
+    target is met. All of it within `targets.max_seconds`. A killed broker restarts in the
+    background while the next rounds go on; a broker fault first waits for it (`report_back` hears
+    of each restart done)."""
     started = time.monotonic()
     plan = fault_plan(targets.rounds, rng, targets.kinds)
     records: list[RoundRecord] = []
@@ -481,6 +529,8 @@ async def run_rounds(
         catch_up_until = time.monotonic() + CATCH_UP_S
         while commands_behind(len(records)) and time.monotonic() < catch_up_until:
             await asyncio.sleep(0.2)
+        if planned in NODE_KINDS:
+            await asyncio.to_thread(injector.settle)
         fault_at, fault_wall = time.monotonic(), time.time()
         done = await asyncio.to_thread(injector.inject, planned)
         back_at, back_wall = time.monotonic(), time.time()
@@ -506,6 +556,22 @@ async def run_rounds(
         )
         records.append(record)
         report(record)
+        if done.restart is not None:
+            done.restart.add_done_callback(functools.partial(_node_back, record, report_back))
+    await asyncio.to_thread(injector.settle)
     while log.accepted() < targets.commands and not out_of_time():
         await asyncio.sleep(0.2)
     return records
+
+
+def _node_back(
+    record: RoundRecord,
+    report_back: Callable[[RoundRecord, str], None] | None,
+    restart: Future[str],
+) -> None:
+    if restart.exception() is not None:
+        return  # settle() raises it
+    record.node_back_at = time.time()
+    record.detail += f"; {restart.result()}"
+    if report_back is not None:
+        report_back(record, restart.result())

@@ -198,36 +198,51 @@ def _run(
         if record.client is not None:
             console.print(f"           client saw: {describe(record.client)}", highlight=False)
 
+    def report_back(record: RoundRecord, how: str) -> None:
+        console.print(f"           node {record.node} of round {record.number} back: {how}")
+
     async def faults(stop: asyncio.Event) -> list[RoundRecord]:
+        injector = FaultInjector(infra, fleet, rng, nodes)
         try:
-            injector = FaultInjector(infra, fleet, rng, nodes)
-            rounds = await run_rounds(targets, injector, log, report, rng)
+            rounds = await run_rounds(targets, injector, log, report, rng, report_back)
             if SECOND in fleet.workers:  # back to one worker for the drain
                 await asyncio.to_thread(fleet.stop_worker, SECOND)
             return rounds
         finally:
-            stop.set()  # the terminals finish the request in hand (bounded by its budget)
+            stop.set()
+            await asyncio.to_thread(
+                injector.close
+            )  # the terminals finish the request in hand (bounded by its budget)
 
-    async def restart_policy(stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def restart_policy(load_done: asyncio.Event) -> None:
+        """Until the last terminal has finished: a worker that dies while the terminals finish
+        the requests in hand is restarted too, or they would wait out their whole budgets."""
+        while not load_done.is_set():
             await asyncio.to_thread(fleet.supervise)
             await asyncio.sleep(SUPERVISE_EVERY_S)
 
-    async def scenario() -> tuple[list[RoundRecord], float]:
-        stop = asyncio.Event()
-        load_started = time.monotonic()
-        rounds, *_ = await asyncio.gather(
-            faults(stop),
-            restart_policy(stop),
-            drive(
+    async def load(
+        stop: asyncio.Event, load_done: asyncio.Event, restaurants: list[uuid.UUID]
+    ) -> None:
+        try:
+            await drive(
                 fleet.endpoints,
                 [tokens.service(sub=f"chaos-terminal-{n}") for n in range(config.terminals)],
-                [uuid.UUID(int=rng.getrandbits(128)) for _ in range(RESTAURANTS)],
+                restaurants,
                 log,
                 stop,
                 run_tag=f"chaos{config.seed}",
                 seed=config.seed,
-            ),
+            )
+        finally:
+            load_done.set()
+
+    async def scenario() -> tuple[list[RoundRecord], float]:
+        stop, load_done = asyncio.Event(), asyncio.Event()
+        restaurants = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(RESTAURANTS)]
+        load_started = time.monotonic()
+        rounds, *_ = await asyncio.gather(
+            faults(stop), restart_policy(load_done), load(stop, load_done, restaurants)
         )
         return rounds, time.monotonic() - load_started
 
@@ -419,6 +434,7 @@ def _print_cluster(result: ChaosResult, console: Console) -> None:
         "counted",
         "moved (mean / max s)",
         "out of ISR (mean / max s)",
+        "node back in sync (mean / max s)",
     ):
         nodes.add_column(column, justify="left" if column == "fault" else "right")
 
@@ -438,6 +454,7 @@ def _print_cluster(result: ChaosResult, console: Console) -> None:
             str(result.count(kind)),
             spread([r.moved_s for r in mine if r.moved_s is not None]),
             spread([r.isr_drop_s for r in mine if r.isr_drop_s is not None]),
+            spread([r.node_back_at - r.started_at for r in mine if r.node_back_at is not None]),
         )
     console.print(nodes)
     for name, view in result.client.items():
