@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from tests.chaos.infra import ChaosInfra, ClusterNodes, Fleet, PartitionState
 from tests.chaos.load import AnswerLog, ClientView, attempts_of, client_view
@@ -31,6 +33,7 @@ ISR_DROP_TIMEOUT_S = 45.0
 IN_SYNC_TIMEOUT_S = 90.0
 """How long a round waits for every replica to be back in sync after a broker fault."""
 POLL_S = 0.25
+T = TypeVar("T")
 
 
 class FaultKind(StrEnum):
@@ -328,7 +331,7 @@ class FaultInjector:
         topic, partition = self.fleet.settings.topics.commands, self._commands_partition()
         return self._kill_until_moved(
             FaultKind.LEADER_KILL,
-            nodes.leader_of(topic, partition),
+            _ask(lambda: nodes.leader_of(topic, partition)),
             lambda: nodes.leader_of(topic, partition),
             f"leader of commands-{partition}",
         )
@@ -428,7 +431,7 @@ class FaultInjector:
         )
 
     def _follower(self, nodes: ClusterNodes, topic: str, partition: int) -> int:
-        state = nodes.partition(topic, partition)
+        state = _ask(lambda: nodes.partition(topic, partition))
         followers = [n for n in state.replicas if n != state.leader] or list(state.replicas)
         controller = nodes.active_controller()
         return self.rng.choice([n for n in followers if n != controller] or followers)
@@ -446,7 +449,12 @@ class FaultInjector:
     def _restart(self, node: int) -> str:
         assert self.nodes is not None
         started = time.monotonic()
-        self.nodes.start(node)
+        try:
+            self.nodes.start(node)
+        except (RuntimeError, subprocess.TimeoutExpired) as failed:  # once more, from scratch
+            self.fleet.unexpected_exits.append(f"broker {node} did not start: {str(failed)[-300:]}")
+            self.nodes.kill(node)
+            self.nodes.start(node)
         up = time.monotonic() - started
         synced = self.nodes.wait_in_sync(IN_SYNC_TIMEOUT_S)
         if synced is None:
@@ -462,6 +470,18 @@ class FaultInjector:
 def holding(states: Sequence[PartitionState], node: int) -> list[PartitionState]:
     """The partitions whose ISR still holds `node`."""
     return [s for s in states if node in s.isrs]
+
+
+def _ask(question: Callable[[], T], timeout_s: float = 30.0) -> T:
+    """`question()`, asked again while it raises (metadata while the nodes move), for a while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return question()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S)
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float) -> float | None:

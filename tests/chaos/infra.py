@@ -38,7 +38,9 @@ SCRIPTS = REPO_ROOT / "deploy" / "local"
 CHAOS_ROOT = REPO_ROOT / ".local" / "chaos"
 KEEP_RUNS = 3
 """Run directories (logs, report) kept after the run; older ones are removed."""
-SCRIPT_TIMEOUT_S = 120
+SCRIPT_TIMEOUT_S = 200
+CLUSTER_START_TIMEOUT_S = 150
+"""kafka.sh's wait for a (re)started node: a JVM start took up to 60 s on the busy 2-core machine."""
 REPLICA_LAG_MAX_MS = 5000
 """replica.lag.time.max.ms of a cluster run: a paused follower leaves the ISR within a round."""
 KEEP_DATA_MARK = "keep-data"
@@ -149,6 +151,7 @@ class ChaosInfra:
                 "KAFKA_METRICS_PORTS": joined(self.metrics_ports),
                 # Short, so a paused broker leaves the ISR within a round.
                 "KAFKA_REPLICA_LAG_MAX_MS": str(self.replica_lag_max_ms),
+                "KAFKA_START_TIMEOUT": str(CLUSTER_START_TIMEOUT_S),
             }
         return env
 

@@ -61,6 +61,11 @@ API_REPLY_TIMEOUT_S = 3.0
 
 
 CLUSTER_BROKERS = 3
+CLUSTER_TERMINALS = 24
+"""More terminals than on one broker: during a leader move each waits seconds for its answer."""
+CLUSTER_MAX_MINUTES = 40.0
+"""A broker kill costs a JVM start (20-60 s here) and 10-15 s without a leader, and the load ran
+at 8-9 commands/s in short cluster runs on the shared 2-core machine: 20,000 take ~40 minutes."""
 
 
 @dataclass(frozen=True)
@@ -469,8 +474,17 @@ def main(argv: list[str] | None = None) -> int:
     defaults = ChaosConfig()
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument("--commands", type=int, default=defaults.commands)
-    parser.add_argument("--terminals", type=int, default=defaults.terminals)
-    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
+    parser.add_argument(
+        "--terminals",
+        type=int,
+        help=f"{defaults.terminals}; --cluster: {CLUSTER_TERMINALS}",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help=f"bound on the rounds and the load: {defaults.max_minutes:g}; "
+        f"--cluster: {CLUSTER_MAX_MINUTES:g}",
+    )
     parser.add_argument(
         "--cluster",
         action="store_true",
@@ -494,8 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     config = ChaosConfig(
         rounds=args.rounds,
         commands=args.commands,
-        terminals=args.terminals,
-        max_minutes=args.max_minutes,
+        terminals=args.terminals or (CLUSTER_TERMINALS if args.cluster else defaults.terminals),
+        max_minutes=args.max_minutes
+        or (CLUSTER_MAX_MINUTES if args.cluster else defaults.max_minutes),
         seed=args.seed,
         keep_data=args.keep_data,
         kinds=args.faults,
