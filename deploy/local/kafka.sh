@@ -293,9 +293,12 @@ running_security() {
 }
 
 # ports_free N: node N's ports are free (else another broker, maybe another stack's, has them).
+# A metrics port derived from KAFKA_PORT (none given) that is busy only costs that node its
+# exporter (launch says so): stacks on free ports (tests, chaos) never fail on a port they did not ask for.
 ports_free() {
   local n=$1 port ports=("$(node_port "$1")" "$(node_controller_port "$1")")
-  [[ $KAFKA_METRICS == on ]] && ports+=("$(node_metrics_port "$n")")
+  [[ $KAFKA_METRICS == on && -n ${KAFKA_METRICS_PORT:-}${KAFKA_METRICS_PORTS:-} ]] \
+    && ports+=("$(node_metrics_port "$n")")
   for port in "${ports[@]}"; do
     port_busy "$port" && die "port $port (node $n) is already in use by another process"
   done
@@ -306,7 +309,9 @@ ports_free() {
 launch() {
   local n=$1 agent=()
   ports_free "$n"
-  if [[ $KAFKA_METRICS == on ]]; then
+  if [[ $KAFKA_METRICS == on ]] && port_busy "$(node_metrics_port "$n")"; then
+    say "WARNING: metrics port $(node_metrics_port "$n") is in use: node $n runs without its exporter (set KAFKA_METRICS_PORT or KAFKA_METRICS_PORTS)"
+  elif [[ $KAFKA_METRICS == on ]]; then
     # Prometheus metrics of the broker's MBeans (deploy/kafka/jmx-exporter.yaml), loopback only.
     agent=("-javaagent:$(exporter_jar)=127.0.0.1:$(node_metrics_port "$n"):$KAFKA_SRC/jmx-exporter.yaml")
   fi
