@@ -51,6 +51,7 @@ class KafkaCluster:
     controller_ports: list[int]
     metrics_ports: list[int]
     replica_lag_max_ms: int = 30000
+    broker_session_timeout_ms: int = 9000
     security: str = "sasl"
     heap: str = CLUSTER_HEAP
     script_timeout_s: float = 180
@@ -100,6 +101,7 @@ class KafkaCluster:
             "KAFKA_CONTROLLER_PORT": str(self.controller_ports[0]),
             **{name: ",".join(map(str, ports)) for name, ports in joined.items()},
             "KAFKA_REPLICA_LAG_MAX_MS": str(self.replica_lag_max_ms),
+            "KAFKA_BROKER_SESSION_TIMEOUT_MS": str(self.broker_session_timeout_ms),
             "KAFKA_SECURITY": self.security,
             "KAFKA_HEAP": self.heap,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,

@@ -14,6 +14,8 @@
 #      +2, +4), KAFKA_METRICS_PORT (one node; KAFKA_PORT+100) / KAFKA_METRICS_PORTS (default
 #      KAFKA_PORT+100, +102, +104): each node's Prometheus metrics (JMX exporter), KAFKA_METRICS
 #      (on; off: no exporter), KAFKA_REPLICA_LAG_MAX_MS (30000: replica.lag.time.max.ms),
+#      KAFKA_BROKER_SESSION_TIMEOUT_MS (9000: broker.session.timeout.ms; heartbeats every third of it,
+#      at most 2000 ms),
 #      KAFKA_HEAP ("-Xms256m -Xmx1g"; a cluster's nodes "-Xms128m -Xmx512m"),
 #      KAFKA_START_TIMEOUT (60; 120 for a cluster), JAVA (java), ORDERSTATUS_LOCAL_DIR (.local; see lib.sh),
 #      KAFKA_SECURITY (sasl: SASL/SCRAM-SHA-512 clients and ACLs, docs/security.md; or plaintext),
@@ -40,6 +42,8 @@ else # three JVMs on a small machine
   KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 fi
 KAFKA_REPLICA_LAG_MAX_MS="${KAFKA_REPLICA_LAG_MAX_MS:-30000}"
+KAFKA_BROKER_SESSION_TIMEOUT_MS="${KAFKA_BROKER_SESSION_TIMEOUT_MS:-9000}"
+BROKER_HEARTBEAT_INTERVAL_MS=$((KAFKA_BROKER_SESSION_TIMEOUT_MS / 3 < 2000 ? KAFKA_BROKER_SESSION_TIMEOUT_MS / 3 : 2000))
 KAFKA_METRICS="${KAFKA_METRICS:-on}"
 JAVA="${JAVA:-java}"
 KAFKA_SECURITY="${KAFKA_SECURITY:-sasl}"
@@ -151,6 +155,8 @@ render_config() {
       -e "s|@REPLICATION_FACTOR@|$rf|g" -e "s|@MIN_INSYNC_REPLICAS@|$min_isr|g" \
       -e "s|@CONTROLLED_SHUTDOWN@|$controlled|g" \
       -e "s|@REPLICA_LAG_MAX_MS@|$KAFKA_REPLICA_LAG_MAX_MS|g" \
+      -e "s|@BROKER_SESSION_TIMEOUT_MS@|$KAFKA_BROKER_SESSION_TIMEOUT_MS|g" \
+      -e "s|@BROKER_HEARTBEAT_INTERVAL_MS@|$BROKER_HEARTBEAT_INTERVAL_MS|g" \
       -e "s|@CLIENT_PROTOCOL@|$(client_protocol)|g" -e "s|@CONTROLLER_PROTOCOL@|$controller|g" \
       -e "s|@OPERATOR_USER@|$(kafka_user operator)|g" \
       -e "s|@OPERATOR_PASSWORD@|$(kafka_password operator)|g" >"$(node_props "$n")"
@@ -383,12 +389,17 @@ recorded_nodes() {
   done
 }
 
-# stop: SIGTERM to every node at once (stopped one by one, the last ones would wait for a quorum
-# that is already gone), SIGCONT for paused ones, up to 30 s, then SIGKILL.
+# stop: SIGTERM to every node at once (SIGCONT for paused ones), up to 30 s, then SIGKILL. A
+# cluster's node shuts its broker down first, with a controlled shutdown the quorum must grant: once
+# fewer than two nodes are left (no quorum of the three voters), the last one can never be granted
+# it and would wait out the 30 s; it gets QUORUMLESS_PATIENCE_S, then SIGKILL. (Its data is safe:
+# what it acked is on the others and in the page cache; its next start recovers its log.)
+QUORUMLESS_PATIENCE_S=5
 stop() {
-  local name marker pid pids=() names=() i waited=0
+  local name marker pid pids=() names=() i left waited=0 quorumless=0 cluster=0
   while read -r name marker; do
     [[ -n $name ]] || continue
+    [[ $name == kafka-* ]] && cluster=1
     if pid=$(pid_of "$name" "$marker"); then
       say "stopping $name (pid $pid)"
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -400,13 +411,24 @@ stop() {
     say "kafka not running"
     return 0
   fi
+  while ((waited < 300)); do
+    left=0
+    for pid in "${pids[@]}"; do alive "$pid" && left=$((left + 1)); done
+    ((left == 0)) && break
+    if ((cluster && left == 1)); then
+      quorumless=$((quorumless + 1))
+      ((quorumless > QUORUMLESS_PATIENCE_S * 10)) && break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
   for i in "${!pids[@]}"; do
-    while alive "${pids[i]}" && ((waited < 300)); do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
     if alive "${pids[i]}"; then
-      say "${names[i]} did not stop within 30s: SIGKILL"
+      if ((waited < 300)); then
+        say "${names[i]} cannot finish a controlled shutdown without a quorum: SIGKILL"
+      else
+        say "${names[i]} did not stop within 30s: SIGKILL"
+      fi
       kill -KILL -- "-${pids[i]}" 2>/dev/null || kill -KILL "${pids[i]}" 2>/dev/null || true
     fi
     kill -KILL -- "-${pids[i]}" 2>/dev/null || true
@@ -460,10 +482,13 @@ start_node() {
 
 # stop-node: a controlled shutdown (its leaderships move first, in a cluster).
 stop_node() {
-  local pid
+  local pid n others=0 patience=30
   pid=$(node_pid "$1") || { say "node $1 not running"; return 0; }
+  for n in $(all_nodes); do [[ $n != "$1" ]] && node_pid "$n" >/dev/null && others=$((others + 1)); done
+  # The last node of a cluster has no quorum to grant its controlled shutdown (see stop).
+  ((KAFKA_BROKERS > 1 && others == 0)) && patience=$QUORUMLESS_PATIENCE_S
   kill -CONT -- "-$pid" 2>/dev/null || true
-  stop_pid "$(node_name "$1")" "$pid" 30
+  stop_pid "$(node_name "$1")" "$pid" "$patience"
 }
 
 kill_node() {

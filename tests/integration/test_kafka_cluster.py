@@ -25,11 +25,19 @@ from tests.kafka_cluster import KafkaCluster, kafka_cluster_fixture
 from tests.topics import read_topic
 
 REPLICA_LAG_MAX_MS = 3000
-"""Short, so a paused follower drops out of the ISR within seconds (Kafka's default is 30 s), and
-well below broker.session.timeout.ms (9 s), after which the controller fences the silent broker
-and takes it out of every ISR itself."""
+"""Short, so a paused follower drops out of the ISR within seconds (Kafka's default is 30 s)."""
+BROKER_SESSION_TIMEOUT_MS = 5000
+"""A killed broker is fenced (its leaderships move) after this; Kafka's 9 s would cost each of the
+module's kills four seconds more. Above the ISR lag: a paused follower leaves the ISR by the lag
+rule first, before the controller fences it."""
 
-cluster = kafka_cluster_fixture(scope="module", replica_lag_max_ms=REPLICA_LAG_MAX_MS)
+pytestmark = pytest.mark.timeout(600)  # the module's cluster starts with its first test
+
+cluster = kafka_cluster_fixture(
+    scope="module",
+    replica_lag_max_ms=REPLICA_LAG_MAX_MS,
+    broker_session_timeout_ms=BROKER_SESSION_TIMEOUT_MS,
+)
 
 
 @pytest.fixture(scope="module")
@@ -115,14 +123,24 @@ def test_acked_records_survive_repeated_leader_kills_exactly_once(
             time.sleep(1.5)
             leader = cluster.leader_of(topic, 0)
             leaders.append(leader)
-            acked_before = len(producer.acked)
+            sent_at_kill = producer.sent
             cluster.kill_node(leader)
-            cluster.wait_for(
+            elected = cluster.wait_for(
                 "a new leader", lambda old=leader: cluster.leader_of(topic, 0) not in (old, -1)
             )
-            cluster.wait_for("acks after the kill", lambda n=acked_before: len(producer.acked) > n)
+            # Acks come in order (idempotence): one past the kill's count is a record sent after.
+            resumed = cluster.wait_for(
+                "acks after the kill", lambda n=sent_at_kill: max(producer.acked, default=-1) > n
+            )
+            started = time.monotonic()
             cluster.start_node(leader)
-            cluster.wait_in_sync(topic, 0)
+            restarted = time.monotonic() - started
+            in_sync = cluster.wait_in_sync(topic, 0)
+            print(
+                f"leader {leader} killed: new leader seen after {elected:.1f}s, acks of new "
+                f"records after {resumed:.1f}s more; restart {restarted:.1f}s, in sync "
+                f"{in_sync:.1f}s after"
+            )
     assert producer.failed == []
     assert len(set(leaders)) >= 2, f"the leadership should have moved: {leaders}"
     consumed = consumed_values(operator, topic)
@@ -131,6 +149,38 @@ def test_acked_records_survive_repeated_leader_kills_exactly_once(
     assert set(producer.acked) - set(consumed) == set(), "acked records lost"
     assert consumed == sorted(consumed), "records out of order"
     assert len(producer.acked) == producer.sent > 1000
+
+
+def test_a_controller_kill_elects_another_and_metadata_changes_go_on(
+    cluster: KafkaCluster, operator: Settings
+) -> None:
+    """kill -9 of the active controller (every node is one of the three voters): the two left elect
+    a new quorum leader, which takes metadata changes (a topic created) while acks=all writes go on;
+    the killed node comes back as a follower of the quorum."""
+    topic = create_topic(cluster)
+    controller = cluster.active_controller()
+    with AckedProducer(operator, topic) as producer:
+        cluster.kill_node(controller)
+        elected = cluster.wait_for(
+            "a new active controller", lambda: cluster.active_controller(5) != controller, 30
+        )
+        successor = cluster.active_controller()
+        created = create_topic_rf2(cluster)
+        acked = len(producer.acked)
+        cluster.wait_for("acks under the new controller", lambda: len(producer.acked) > acked)
+        cluster.start_node(controller)
+    print(f"controller {controller} killed: node {successor} leads the quorum after {elected:.1f}s")
+    assert successor != controller
+    assert producer.failed == []
+    assert len(cluster.replicas(created, 0)) == 2
+    assert len(cluster.admin().list_topics(timeout=10).brokers) == cluster.nodes
+
+
+def create_topic_rf2(cluster: KafkaCluster) -> str:
+    """With one broker down, a topic on two replicas: a metadata write the controller must take."""
+    name = f"cluster-rf2-{uuid.uuid4().hex[:8]}"
+    cluster.admin().create_topics([NewTopic(name, 1, 2)])[name].result(30)
+    return name
 
 
 def transaction_coordinator(cluster: KafkaCluster, transactional_id: str) -> int:
@@ -275,15 +325,20 @@ def test_a_paused_broker_leaves_the_isr_and_rejoins_after_resume(
 ) -> None:
     """SIGSTOP a follower (not the active controller, so this is the ISR rule, not a failover):
     it leaves the ISR after replica.lag.time.max.ms while acks=all writes go on with two in sync and
-    the leader reports an under-replicated partition; after SIGCONT it is back (an ISR expand).
-    (IsrShrinksPerSec is not asserted: it counts only shrinks the controller accepted from the
-    leader, and one the controller made itself on fencing the broker is not one of them.)"""
+    the leader reports an under-replicated partition; after SIGCONT it is back in the ISR and the
+    gauge is back to 0. (The leader's IsrShrinks/IsrExpands counters are printed, not asserted: a
+    change counts only when the controller's AlterPartition answer reaches the leader before the
+    same change replayed from the metadata log, and a shrink the controller makes itself on
+    fencing a silent broker never counts; docs/kafka-cluster.md.)"""
     topic = create_topic(cluster)
     leader = cluster.leader_of(topic, 0)
     controller = cluster.active_controller()
     followers = [n for n in range(1, cluster.nodes + 1) if n != leader]
     paused = next(n for n in followers if n != controller)
-    expands_before = cluster.metric(leader, "kafka_server_replicamanager_isrexpands_total")
+    counts_before = {
+        name: cluster.metric(leader, f"kafka_server_replicamanager_{name}_total")
+        for name in ("isrshrinks", "isrexpands")
+    }
     with AckedProducer(operator, topic) as producer:
         cluster.pause_node(paused)
         try:
@@ -301,13 +356,12 @@ def test_a_paused_broker_leaves_the_isr_and_rejoins_after_resume(
     print(f"out of the ISR after {out_after:.1f}s paused; back {back_after:.1f}s after resume")
     assert producer.failed == []
     assert under >= 1
-    # The leader counts the expand once the controller's answer is back (metadata may be first).
-    cluster.wait_for(
-        "an ISR expand counted on the leader",
-        lambda: (
-            cluster.metric(leader, "kafka_server_replicamanager_isrexpands_total") > expands_before
-        ),
-        15,
+    changes = {
+        name: cluster.metric(leader, f"kafka_server_replicamanager_{name}_total") - before
+        for name, before in counts_before.items()
+    }
+    print(
+        f"the leader counted ISR changes {changes} (the counters can miss some, see the docstring)"
     )
     cluster.wait_for(
         "no under-replicated partition on the leader",
