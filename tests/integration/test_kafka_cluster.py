@@ -86,7 +86,7 @@ class AckedProducer:
             self.failed.append(str(err))
 
     def _run(self) -> None:
-        while not self.stop.is_set():  # bursts of 20, at most ~2000 records/s: a busy machine
+        while not self.stop.is_set():  # bursts of 20, at most ~400 records/s: a busy machine
             for _ in range(20):
                 try:
                     self.producer.produce(
@@ -95,7 +95,7 @@ class AckedProducer:
                     self.sent += 1
                 except BufferError:
                     break
-            self.producer.poll(0.01)
+            self.producer.poll(0.05)
 
     def __enter__(self) -> AckedProducer:
         self.thread.start()
@@ -148,7 +148,7 @@ def test_acked_records_survive_repeated_leader_kills_exactly_once(
     assert duplicated == []
     assert set(producer.acked) - set(consumed) == set(), "acked records lost"
     assert consumed == sorted(consumed), "records out of order"
-    assert len(producer.acked) == producer.sent > 1000
+    assert len(producer.acked) == producer.sent > 500
 
 
 def test_a_controller_kill_elects_another_and_metadata_changes_go_on(
