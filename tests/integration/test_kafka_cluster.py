@@ -95,7 +95,8 @@ class AckedProducer:
                     self.sent += 1
                 except BufferError:
                     break
-            self.producer.poll(0.05)
+            self.producer.poll(0)
+            self.stop.wait(0.05)
 
     def __enter__(self) -> AckedProducer:
         self.thread.start()
