@@ -107,7 +107,8 @@ up: migrate ## infra + migrations + topics + ACLs + API, workers, figures app, n
 	@{ $(LOCAL)/services.sh status worker || true; } | awk '{printf "  %-12s %s\n", $$1, $$NF}'
 	@echo "  figures      http://127.0.0.1:$${FIGURES_PORT:-6066}/   (live page; JSON: /restaurants/<id>/figures, /metrics)"
 	@echo "  notifier     http://127.0.0.1:$${NOTIFIER_METRICS_PORT:-9102}/metrics   (webhooks)"
-	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)   ($(KAFKA_SECURITY); ACLs: orderstatus kafka-acls show)"
+	@echo "  Kafka        $(KAFKA_BOOTSTRAP_SERVERS)   ($(KAFKA_BROKERS) broker(s), $(KAFKA_SECURITY); ACLs: orderstatus kafka-acls show)"
+	@echo "  brokers      $(LOCAL)/kafka.sh status   (each node, its metrics port and the active controller)"
 	@echo "  PostgreSQL   $(DATABASE_URL)"
 	@echo "  Prometheus   $(PROMETHEUS_URL)   (rules: deploy/prometheus/rules)"
 	@echo "  health       make doctor   (or: .venv/bin/orderstatus watch)"

@@ -30,6 +30,7 @@ KAFKA_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "local" / "kafka
 NODES = 3
 CLUSTER_HEAP = "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1"
 """Three JVMs on a small machine, restarted often: C1 only, for a faster start (as tests/chaos)."""
+METADATA_ATTEMPT_S = 3.0
 
 
 def _metric(text: str, name: str) -> float | None:
@@ -50,6 +51,7 @@ class KafkaCluster:
     controller_ports: list[int]
     metrics_ports: list[int]
     replica_lag_max_ms: int = 30000
+    broker_session_timeout_ms: int = 9000
     security: str = "sasl"
     heap: str = CLUSTER_HEAP
     script_timeout_s: float = 180
@@ -99,6 +101,7 @@ class KafkaCluster:
             "KAFKA_CONTROLLER_PORT": str(self.controller_ports[0]),
             **{name: ",".join(map(str, ports)) for name, ports in joined.items()},
             "KAFKA_REPLICA_LAG_MAX_MS": str(self.replica_lag_max_ms),
+            "KAFKA_BROKER_SESSION_TIMEOUT_MS": str(self.broker_session_timeout_ms),
             "KAFKA_SECURITY": self.security,
             "KAFKA_HEAP": self.heap,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
@@ -176,11 +179,24 @@ class KafkaCluster:
         """The operator's AdminClient (kept: one connection set for every question)."""
         if self._admin is None:
             settings = self.settings(Settings())
-            self._admin = AdminClient({**kafka_config.admin(settings), "log_level": 0})
+            # A request to a paused broker (SIGSTOP: its socket accepts, nothing answers) times
+            # out soon, and its connection is dropped, so the next request goes elsewhere.
+            quick = {"socket.timeout.ms": int(METADATA_ATTEMPT_S * 1000), "log_level": 0}
+            self._admin = AdminClient({**kafka_config.admin(settings), **quick})
         return self._admin
 
-    def partition(self, topic: str, partition: int, timeout: float = 10) -> PartitionMetadata:
-        md = self.admin().list_topics(topic, timeout=timeout)
+    def partition(self, topic: str, partition: int, timeout: float = 15) -> PartitionMetadata:
+        """The partition's metadata from any broker that answers: a request that lands on a paused
+        broker times out after METADATA_ATTEMPT_S and goes to another (librdkafka picks
+        one at random)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                md = self.admin().list_topics(topic, timeout=METADATA_ATTEMPT_S)
+                break
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
         found = md.topics[topic]
         if found.error is not None:
             raise RuntimeError(f"metadata of {topic}: {found.error}")
@@ -202,6 +218,14 @@ class KafkaCluster:
         url = f"http://127.0.0.1:{self.metrics_ports[n - 1]}/metrics"
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return str(response.read().decode())
+
+    def metric(self, n: int, name: str) -> float:
+        """An unlabelled sample of node n's metrics, e.g.
+        kafka_server_replicamanager_underreplicatedpartitions."""
+        value = _metric(self.metrics(n), name)
+        if value is None:
+            raise KeyError(f"{name} not on node {n}'s metrics")
+        return value
 
     def active_controller(self, timeout: float = 30) -> int:
         """The KRaft quorum leader: the one node whose ActiveControllerCount is 1 and which the

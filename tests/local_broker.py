@@ -67,7 +67,13 @@ class LocalBroker:
             broker.script("stop")
 
     def settings(self, base: Settings, role: Role = Role.OPERATOR) -> Settings:
-        """`base` pointed at this broker, connecting as `role`."""
+        """`base` pointed at this broker, connecting as `role`; one broker's replication (the
+        environment's may be a cluster's: `make test KAFKA_BROKERS=3`)."""
         return base.model_copy(
-            update={"kafka_bootstrap_servers": self.bootstrap, **sasl_identity(role)}
+            update={
+                "kafka_bootstrap_servers": self.bootstrap,
+                "kafka_replication_factor": 1,
+                "kafka_min_insync_replicas": 1,
+                **sasl_identity(role),
+            }
         )

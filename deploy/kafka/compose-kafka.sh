@@ -5,9 +5,11 @@
 # (kafka:9092, or kafka-N:9092 in the cluster profile) and HOST for the host (127.0.0.1:19092, or
 # the node's own host port), both SASL/SCRAM-SHA-512. The SCRAM users are written when the storage
 # is formatted (a fresh container; new passwords: docker compose down).
-# Env (the cluster profile's nodes set them; the defaults are the single broker): NODE_ID (1),
-# NODE_HOST (kafka), HOST_PORT (19092), KAFKA_BROKERS (1), QUORUM_VOTERS (1@localhost:9093),
-# KAFKA_REPLICA_LAG_MAX_MS (30000), CLUSTER_ID.
+# Env (the defaults are the single broker): KAFKA_BROKERS (1; 3 in the cluster profile, whose node 1
+# is the `kafka` service and nodes 2 and 3 kafka-2 and kafka-3), NODE_ID (1), NODE_HOST (kafka),
+# HOST_PORT (19092), KAFKA_REPLICA_LAG_MAX_MS (30000), CLUSTER_ID. With the JMX exporter resolved
+# on the host (deploy/local/kafka.sh install: deploy/kafka/lib), each node serves its metrics on
+# :9404 in the compose network (deploy/kafka/jmx-exporter.yaml).
 set -euo pipefail
 DEPLOY=/orderstatus/deploy
 # shellcheck source=deploy/local/kafka-credentials.sh
@@ -19,7 +21,12 @@ NODE_ID=${NODE_ID:-1}
 NODE_HOST=${NODE_HOST:-kafka}
 HOST_PORT=${HOST_PORT:-19092}
 KAFKA_BROKERS=${KAFKA_BROKERS:-1}
-QUORUM_VOTERS=${QUORUM_VOTERS:-1@localhost:9093}
+if ((KAFKA_BROKERS == 1)); then
+  voters=1@localhost:9093
+else
+  voters=1@kafka:9093
+  for ((i = 2; i <= KAFKA_BROKERS; i++)); do voters+=",$i@kafka-$i:9093"; done
+fi
 # As deploy/local/kafka.sh: RF 1 and no controlled shutdown on one node; RF 3, min ISR 2 and
 # controlled shutdown on the cluster (the template's comments say why).
 rf=1 min_isr=1 controlled=false
@@ -30,9 +37,10 @@ password=$(kafka_password operator)
 cat "$DEPLOY/kafka/server.properties.template" "$DEPLOY/kafka/server-sasl.properties.template" |
   sed -e "s|@KAFKA_LOG_DIRS@|$DATA|g" -e "s|@OPERATOR_USER@|$operator|g" \
       -e "s|@OPERATOR_PASSWORD@|$password|g" -e "s|@NODE_ID@|$NODE_ID|g" \
-      -e "s|@QUORUM_VOTERS@|$QUORUM_VOTERS|g" -e "s|@REPLICATION_FACTOR@|$rf|g" \
+      -e "s|@QUORUM_VOTERS@|$voters|g" -e "s|@REPLICATION_FACTOR@|$rf|g" \
       -e "s|@MIN_INSYNC_REPLICAS@|$min_isr|g" -e "s|@CONTROLLED_SHUTDOWN@|$controlled|g" \
       -e "s|@REPLICA_LAG_MAX_MS@|${KAFKA_REPLICA_LAG_MAX_MS:-30000}|g" \
+      -e "s|@BROKER_SESSION_TIMEOUT_MS@|9000|g" -e "s|@BROKER_HEARTBEAT_INTERVAL_MS@|2000|g" \
       -e "s|^listeners=.*|listeners=CLIENT://:9092,CONTROLLER://:9093,HOST://:$HOST_PORT|" \
       -e "s|^advertised.listeners=.*|advertised.listeners=CLIENT://$NODE_HOST:9092,HOST://127.0.0.1:$HOST_PORT|" \
       -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,HOST:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT|" >"$PROPS"
@@ -51,4 +59,8 @@ for role in "${KAFKA_ROLES[@]}"; do
   scram+=(--add-scram "SCRAM-SHA-512=[name=$(kafka_user "$role"),password=$(kafka_password "$role")]")
 done
 /opt/kafka/bin/kafka-storage.sh format -t "${CLUSTER_ID:?}" -c "$PROPS" --ignore-formatted "${scram[@]}"
+agent=$(ls "$DEPLOY"/kafka/lib/jmx_prometheus_javaagent-*.jar 2>/dev/null | head -n 1 || true)
+if [[ -n $agent ]]; then
+  export KAFKA_OPTS="${KAFKA_OPTS:-} -javaagent:$agent=9404:$DEPLOY/kafka/jmx-exporter.yaml"
+fi
 exec /opt/kafka/bin/kafka-server-start.sh "$PROPS"

@@ -14,6 +14,8 @@
 #      +2, +4), KAFKA_METRICS_PORT (one node; KAFKA_PORT+100) / KAFKA_METRICS_PORTS (default
 #      KAFKA_PORT+100, +102, +104): each node's Prometheus metrics (JMX exporter), KAFKA_METRICS
 #      (on; off: no exporter), KAFKA_REPLICA_LAG_MAX_MS (30000: replica.lag.time.max.ms),
+#      KAFKA_BROKER_SESSION_TIMEOUT_MS (9000: broker.session.timeout.ms; heartbeats every third of it,
+#      at most 2000 ms),
 #      KAFKA_HEAP ("-Xms256m -Xmx1g"; a cluster's nodes "-Xms128m -Xmx512m"),
 #      KAFKA_START_TIMEOUT (60; 120 for a cluster), JAVA (java), ORDERSTATUS_LOCAL_DIR (.local; see lib.sh),
 #      KAFKA_SECURITY (sasl: SASL/SCRAM-SHA-512 clients and ACLs, docs/security.md; or plaintext),
@@ -40,6 +42,8 @@ else # three JVMs on a small machine
   KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 fi
 KAFKA_REPLICA_LAG_MAX_MS="${KAFKA_REPLICA_LAG_MAX_MS:-30000}"
+KAFKA_BROKER_SESSION_TIMEOUT_MS="${KAFKA_BROKER_SESSION_TIMEOUT_MS:-9000}"
+BROKER_HEARTBEAT_INTERVAL_MS=$((KAFKA_BROKER_SESSION_TIMEOUT_MS / 3 < 2000 ? KAFKA_BROKER_SESSION_TIMEOUT_MS / 3 : 2000))
 KAFKA_METRICS="${KAFKA_METRICS:-on}"
 JAVA="${JAVA:-java}"
 KAFKA_SECURITY="${KAFKA_SECURITY:-sasl}"
@@ -151,6 +155,8 @@ render_config() {
       -e "s|@REPLICATION_FACTOR@|$rf|g" -e "s|@MIN_INSYNC_REPLICAS@|$min_isr|g" \
       -e "s|@CONTROLLED_SHUTDOWN@|$controlled|g" \
       -e "s|@REPLICA_LAG_MAX_MS@|$KAFKA_REPLICA_LAG_MAX_MS|g" \
+      -e "s|@BROKER_SESSION_TIMEOUT_MS@|$KAFKA_BROKER_SESSION_TIMEOUT_MS|g" \
+      -e "s|@BROKER_HEARTBEAT_INTERVAL_MS@|$BROKER_HEARTBEAT_INTERVAL_MS|g" \
       -e "s|@CLIENT_PROTOCOL@|$(client_protocol)|g" -e "s|@CONTROLLER_PROTOCOL@|$controller|g" \
       -e "s|@OPERATOR_USER@|$(kafka_user operator)|g" \
       -e "s|@OPERATOR_PASSWORD@|$(kafka_password operator)|g" >"$(node_props "$n")"
@@ -225,11 +231,19 @@ format_storage() {
   formatted_for >"$(formatted_for_file "$n")"
 }
 
-# brokers_listed BOOTSTRAP ID...: a real Admin round trip (metadata request) when the venv has
-# confluent_kafka: true when the metadata lists every broker ID. Otherwise: each node's listener
-# accepts connections and its log has the broker's started line.
+# server_started N: node N's log has the broker's started line since its last start (cheap: the
+# Python check below costs a fraction of a CPU second, paid only once the broker says it is up).
+server_started() {
+  tail -n 2000 "$LOG_DIR/$(node_name "$1").log" 2>/dev/null \
+    | awk '/^===== /{up=0} /Kafka Server started/{up=1} END{exit !up}'
+}
+
+# brokers_listed BOOTSTRAP ID...: every node ID has started and, when the venv has confluent_kafka,
+# a real Admin round trip (metadata request) lists every broker ID; otherwise each node's listener
+# accepts connections.
 brokers_listed() {
-  local bootstrap=$1; shift
+  local bootstrap=$1 n; shift
+  for n in "$@"; do server_started "$n" || return 1; done
   if "$VENV_PY" -c 'import confluent_kafka' 2>/dev/null; then
     local sasl=()
     [[ $KAFKA_SECURITY == sasl ]] && sasl=("$(kafka_user operator)" "$(kafka_password operator)")
@@ -249,11 +263,7 @@ md = admin.list_topics(timeout=3)
 sys.exit(0 if {int(i) for i in wanted.split()} <= set(md.brokers) else 1)
 PY
   else
-    local n
-    for n in "$@"; do
-      port_busy "$(node_port "$n")" \
-        && tail -n 200 "$LOG_DIR/$(node_name "$n").log" | grep -q 'Kafka Server started' || return 1
-    done
+    for n in "$@"; do port_busy "$(node_port "$n")" || return 1; done
   fi
 }
 
@@ -289,9 +299,12 @@ running_security() {
 }
 
 # ports_free N: node N's ports are free (else another broker, maybe another stack's, has them).
+# A metrics port derived from KAFKA_PORT (none given) that is busy only costs that node its
+# exporter (launch says so): stacks on free ports (tests, chaos) never fail on a port they did not ask for.
 ports_free() {
   local n=$1 port ports=("$(node_port "$1")" "$(node_controller_port "$1")")
-  [[ $KAFKA_METRICS == on ]] && ports+=("$(node_metrics_port "$n")")
+  [[ $KAFKA_METRICS == on && -n ${KAFKA_METRICS_PORT:-}${KAFKA_METRICS_PORTS:-} ]] \
+    && ports+=("$(node_metrics_port "$n")")
   for port in "${ports[@]}"; do
     port_busy "$port" && die "port $port (node $n) is already in use by another process"
   done
@@ -302,7 +315,9 @@ ports_free() {
 launch() {
   local n=$1 agent=()
   ports_free "$n"
-  if [[ $KAFKA_METRICS == on ]]; then
+  if [[ $KAFKA_METRICS == on ]] && port_busy "$(node_metrics_port "$n")"; then
+    say "WARNING: metrics port $(node_metrics_port "$n") is in use: node $n runs without its exporter (set KAFKA_METRICS_PORT or KAFKA_METRICS_PORTS)"
+  elif [[ $KAFKA_METRICS == on ]]; then
     # Prometheus metrics of the broker's MBeans (deploy/kafka/jmx-exporter.yaml), loopback only.
     agent=("-javaagent:$(exporter_jar)=127.0.0.1:$(node_metrics_port "$n"):$KAFKA_SRC/jmx-exporter.yaml")
   fi
@@ -374,12 +389,17 @@ recorded_nodes() {
   done
 }
 
-# stop: SIGTERM to every node at once (stopped one by one, the last ones would wait for a quorum
-# that is already gone), SIGCONT for paused ones, up to 30 s, then SIGKILL.
+# stop: SIGTERM to every node at once (SIGCONT for paused ones), up to 30 s, then SIGKILL. A
+# cluster's node shuts its broker down first, with a controlled shutdown the quorum must grant: once
+# fewer than two nodes are left (no quorum of the three voters), the last one can never be granted
+# it and would wait out the 30 s; it gets QUORUMLESS_PATIENCE_S, then SIGKILL. (Its data is safe:
+# what it acked is on the others and in the page cache; its next start recovers its log.)
+QUORUMLESS_PATIENCE_S=5
 stop() {
-  local name marker pid pids=() names=() i waited=0
+  local name marker pid pids=() names=() i left waited=0 quorumless=0 cluster=0
   while read -r name marker; do
     [[ -n $name ]] || continue
+    [[ $name == kafka-* ]] && cluster=1
     if pid=$(pid_of "$name" "$marker"); then
       say "stopping $name (pid $pid)"
       kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -391,13 +411,24 @@ stop() {
     say "kafka not running"
     return 0
   fi
+  while ((waited < 300)); do
+    left=0
+    for pid in "${pids[@]}"; do alive "$pid" && left=$((left + 1)); done
+    ((left == 0)) && break
+    if ((cluster && left == 1)); then
+      quorumless=$((quorumless + 1))
+      ((quorumless > QUORUMLESS_PATIENCE_S * 10)) && break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
   for i in "${!pids[@]}"; do
-    while alive "${pids[i]}" && ((waited < 300)); do
-      sleep 0.1
-      waited=$((waited + 1))
-    done
     if alive "${pids[i]}"; then
-      say "${names[i]} did not stop within 30s: SIGKILL"
+      if ((waited < 300)); then
+        say "${names[i]} cannot finish a controlled shutdown without a quorum: SIGKILL"
+      else
+        say "${names[i]} did not stop within 30s: SIGKILL"
+      fi
       kill -KILL -- "-${pids[i]}" 2>/dev/null || kill -KILL "${pids[i]}" 2>/dev/null || true
     fi
     kill -KILL -- "-${pids[i]}" 2>/dev/null || true
@@ -451,10 +482,13 @@ start_node() {
 
 # stop-node: a controlled shutdown (its leaderships move first, in a cluster).
 stop_node() {
-  local pid
+  local pid n others=0 patience=30
   pid=$(node_pid "$1") || { say "node $1 not running"; return 0; }
+  for n in $(all_nodes); do [[ $n != "$1" ]] && node_pid "$n" >/dev/null && others=$((others + 1)); done
+  # The last node of a cluster has no quorum to grant its controlled shutdown (see stop).
+  ((KAFKA_BROKERS > 1 && others == 0)) && patience=$QUORUMLESS_PATIENCE_S
   kill -CONT -- "-$pid" 2>/dev/null || true
-  stop_pid "$(node_name "$1")" "$pid" 30
+  stop_pid "$(node_name "$1")" "$pid" "$patience"
 }
 
 kill_node() {

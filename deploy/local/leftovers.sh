@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # After `make down`: list processes that still belong to this checkout: a live
-# pid in .local/run/*.pid, or a command line naming a path in the repo (or in
-# the PostgreSQL data directory's parent). Exit 1 when a managed process (pid
-# file) is still alive; other matches are only reported.
+# pid in .local/run/*.pid (each Kafka node of a KAFKA_BROKERS=3 cluster has its own,
+# kafka-N.pid, and `kafka.sh stop` stops them all whatever KAFKA_BROKERS says), or a
+# command line naming a path in the repo (a broker started from deploy/kafka/lib by a
+# test or chaos run elsewhere, or in the PostgreSQL data directory's parent). Exit 1
+# when a managed process (pid file) is still alive; other matches are only reported.
 COMPONENT=down
 # shellcheck source=deploy/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,7 +25,9 @@ for f in "$RUN_DIR"/*.pid; do
   [[ -e $f ]] || continue
   pid=$(<"$f")
   if [[ $pid =~ ^[0-9]+$ ]] && alive "$pid"; then
-    say "still running: $(basename "$f" .pid) pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-160)"
+    name=$(basename "$f" .pid)
+    [[ $name == kafka-[0-9]* ]] && name="$name (Kafka node ${name#kafka-}: deploy/local/kafka.sh stop)"
+    say "still running: $name pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-160)"
     managed=1
     skip+="$pid "
   fi
