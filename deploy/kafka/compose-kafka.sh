@@ -41,6 +41,7 @@ cat "$DEPLOY/kafka/server.properties.template" "$DEPLOY/kafka/server-sasl.proper
       -e "s|@MIN_INSYNC_REPLICAS@|$min_isr|g" -e "s|@CONTROLLED_SHUTDOWN@|$controlled|g" \
       -e "s|@REPLICA_LAG_MAX_MS@|${KAFKA_REPLICA_LAG_MAX_MS:-30000}|g" \
       -e "s|@BROKER_SESSION_TIMEOUT_MS@|9000|g" -e "s|@BROKER_HEARTBEAT_INTERVAL_MS@|2000|g" \
+      -e "s|@INTERNAL_PARTITIONS@|50|g" \
       -e "s|^listeners=.*|listeners=CLIENT://:9092,CONTROLLER://:9093,HOST://:$HOST_PORT|" \
       -e "s|^advertised.listeners=.*|advertised.listeners=CLIENT://$NODE_HOST:9092,HOST://127.0.0.1:$HOST_PORT|" \
       -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,HOST:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT|" >"$PROPS"

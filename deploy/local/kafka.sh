@@ -15,7 +15,8 @@
 #      KAFKA_PORT+100, +102, +104): each node's Prometheus metrics (JMX exporter), KAFKA_METRICS
 #      (on; off: no exporter), KAFKA_REPLICA_LAG_MAX_MS (30000: replica.lag.time.max.ms),
 #      KAFKA_BROKER_SESSION_TIMEOUT_MS (9000: broker.session.timeout.ms; heartbeats every third of it,
-#      at most 2000 ms),
+#      at most 2000 ms), KAFKA_INTERNAL_PARTITIONS (50, Kafka's: partitions of __consumer_offsets and
+#      __transaction_state when they are created; fewer make a restarted node recover sooner),
 #      KAFKA_HEAP ("-Xms256m -Xmx1g"; a cluster's nodes "-Xms128m -Xmx512m"),
 #      KAFKA_START_TIMEOUT (60; 120 for a cluster), JAVA (java), ORDERSTATUS_LOCAL_DIR (.local; see lib.sh),
 #      KAFKA_SECURITY (sasl: SASL/SCRAM-SHA-512 clients and ACLs, docs/security.md; or plaintext),
@@ -43,6 +44,7 @@ else # three JVMs on a small machine
 fi
 KAFKA_REPLICA_LAG_MAX_MS="${KAFKA_REPLICA_LAG_MAX_MS:-30000}"
 KAFKA_BROKER_SESSION_TIMEOUT_MS="${KAFKA_BROKER_SESSION_TIMEOUT_MS:-9000}"
+KAFKA_INTERNAL_PARTITIONS="${KAFKA_INTERNAL_PARTITIONS:-50}"
 BROKER_HEARTBEAT_INTERVAL_MS=$((KAFKA_BROKER_SESSION_TIMEOUT_MS / 3 < 2000 ? KAFKA_BROKER_SESSION_TIMEOUT_MS / 3 : 2000))
 KAFKA_METRICS="${KAFKA_METRICS:-on}"
 JAVA="${JAVA:-java}"
@@ -157,6 +159,7 @@ render_config() {
       -e "s|@REPLICA_LAG_MAX_MS@|$KAFKA_REPLICA_LAG_MAX_MS|g" \
       -e "s|@BROKER_SESSION_TIMEOUT_MS@|$KAFKA_BROKER_SESSION_TIMEOUT_MS|g" \
       -e "s|@BROKER_HEARTBEAT_INTERVAL_MS@|$BROKER_HEARTBEAT_INTERVAL_MS|g" \
+      -e "s|@INTERNAL_PARTITIONS@|$KAFKA_INTERNAL_PARTITIONS|g" \
       -e "s|@CLIENT_PROTOCOL@|$(client_protocol)|g" -e "s|@CONTROLLER_PROTOCOL@|$controller|g" \
       -e "s|@OPERATOR_USER@|$(kafka_user operator)|g" \
       -e "s|@OPERATOR_PASSWORD@|$(kafka_password operator)|g" >"$(node_props "$n")"
