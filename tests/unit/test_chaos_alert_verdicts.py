@@ -1,10 +1,11 @@
 """The alert verdict's rules on hand-made timelines: a must-page fault with its alert passes and one
 without fails, a short fault owes nothing, a page already ringing counts, a drill that provoked
-nothing fails, alerts belong to the fault before them and the rest is noise; and ALERTS series
-from Prometheus become episodes."""
+nothing fails, alerts belong to the fault before them and the rest is noise; ALERTS series from
+Prometheus become episodes; and the run's Prometheus scrapes what runs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tests.chaos.actions import FaultKind
@@ -18,6 +19,13 @@ from tests.chaos.alert_verdicts import (
     episodes_from_alerts,
     judge,
     verdict_json,
+)
+from tests.chaos.alerts import (
+    JOBS,
+    broker_metrics_ports,
+    file_sd,
+    fleet_targets,
+    prometheus_config,
 )
 
 T0 = 1_800_000_000.0
@@ -178,3 +186,46 @@ def test_instances_are_episodes_of_their_own() -> None:
     a = series("firing", [0, 2], alertname="KafkaBrokerDown", instance="b1")
     b = series("firing", [0, 2], alertname="KafkaBrokerDown", instance="b2")
     assert len(episodes_from_alerts([a, b], step_s=2, until=T0 + 50)) == 2
+
+
+class FleetNow:
+    """The fleet as the Prometheus sees it: slots running now and every slot's metrics port."""
+
+    def __init__(self, apis: list[str], workers: list[str]) -> None:
+        self.apis = dict.fromkeys(apis, object())
+        self.workers = dict.fromkeys(workers, object())
+
+    def metrics_ports(self) -> dict[str, int]:
+        return {"api-1": 8001, "api-2": 8002, "worker-1": 9001, "worker-2": 9002}
+
+
+def test_the_targets_are_the_running_slots_and_every_broker() -> None:
+    brokers = broker_metrics_ports([7001, 7002, 7003], [6001, 6002, 6003])
+    targets = fleet_targets(FleetNow(["1"], ["1", "2"]), brokers)
+    assert targets == {
+        "api-1": 8001,
+        "worker-1": 9001,
+        "worker-2": 9002,
+        "broker-1": 7001,
+        "broker-2": 7002,
+        "broker-3": 7003,
+    }
+    groups = file_sd(targets)
+    assert [g["targets"] for g in groups["status-worker"]] == [
+        ["127.0.0.1:9001"],
+        ["127.0.0.1:9002"],
+    ]
+    assert groups["kafka"][0]["labels"] == {"process": "broker-1"}
+    assert set(groups) == {"command-api", "status-worker", "kafka"}
+
+
+def test_one_broker_is_scraped_where_kafka_sh_puts_its_exporter() -> None:
+    assert broker_metrics_ports([], [19092]) == {"broker-1": 19192}
+
+
+def test_the_run_prometheus_evaluates_faster_than_the_rules_for() -> None:
+    config = prometheus_config(Path("/tmp/targets"))
+    assert config["global"]["evaluation_interval"] == "2s"
+    assert config["global"]["scrape_timeout"] == "1500ms"  # below the interval, in Go syntax
+    assert {job["job_name"] for job in config["scrape_configs"]} == set(JOBS.values())
+    assert any(path.endswith("kafka.yml") for path in config["rule_files"])
