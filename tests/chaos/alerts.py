@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from rich.console import Console
+from rich.table import Table
 
 from tests.chaos.alert_verdicts import (
     AlertEpisode,
@@ -26,6 +29,7 @@ from tests.chaos.alert_verdicts import (
     Fault,
     episodes_from_alerts,
     judge,
+    verdict_json,
 )
 from tests.observability_stack import RULE_FILES, running_prometheus, wait_for
 
@@ -211,40 +215,108 @@ class ChaosPrometheus:
         return episodes_from_alerts(data["result"], step, until)
 
 
+class RunInfra(Protocol):
+    """What the watch needs of tests/chaos/infra.ChaosInfra."""
+
+    root: Path
+    kafka_ports: list[int]
+    metrics_ports: list[int]
+
+
 class AlertWatch:
-    """The run's Prometheus and its fault timeline: `note` each fault (rounds, drills), then
-    `verdict` reads the alert timeline and judges it."""
+    """The run's Prometheus and its fault timeline: `start` it once the fleet runs, `judge` after
+    the checker (the rounds, then the drills, then the alert timeline read back), `stop` always."""
 
     def __init__(self, prometheus: ChaosPrometheus) -> None:
         self.prometheus = prometheus
         self.started_at = time.time()
         self.faults: list[Fault] = []
+        self._started = False
 
     @classmethod
-    @contextlib.contextmanager
-    def running(
-        cls, run_dir: Path, fleet: ScrapedFleet, brokers: Mapping[str, int]
-    ) -> Iterator[AlertWatch]:
-        prometheus = ChaosPrometheus(run_dir / "prometheus", lambda: fleet_targets(fleet, brokers))
-        prometheus.start()
-        try:
-            watch = cls(prometheus)
-            # The alerts need a first scrape of every target (a rate needs two samples).
-            wait_for(lambda: prometheus.targets_up("command-api"), 60, "first scrapes")
-            yield watch
-        finally:
-            prometheus.stop()
+    def of_run(cls, infra: RunInfra, fleet: ScrapedFleet) -> AlertWatch:
+        brokers = broker_metrics_ports(infra.metrics_ports, infra.kafka_ports)
+        targets = ChaosPrometheus(infra.root / "prometheus", lambda: fleet_targets(fleet, brokers))
+        return cls(targets)
 
-    def note_rounds(self, rounds: Sequence[Round]) -> None:
+    def start(self) -> None:
+        self.prometheus.start()
+        self._started = True
+        self.started_at = time.time()
+        # The alerts need a first scrape of every target (a rate needs two samples).
+        wait_for(lambda: self.prometheus.targets_up("command-api"), 60, "first scrapes")
+
+    def stop(self) -> None:
+        if self._started:
+            self.prometheus.stop()
+            self._started = False
+
+    def judge(
+        self, rounds: Sequence[Round], drills: Callable[[], list[Fault]] | None
+    ) -> AlertVerdict:
+        """Notes the rounds, runs the drills (None: none), and judges the alert timeline."""
         for r in rounds:
             kind = getattr(r.kind, "value", r.kind)
             self.faults.append(Fault(str(kind), r.started_at, r.back_at, r.detail))
-
-    def note(self, fault: Fault) -> None:
-        self.faults.append(fault)
-
-    def verdict(self) -> AlertVerdict:
+        if drills is not None:
+            self.faults.extend(drills())
         # One more evaluation, so an alert that fired at the very end is in the timeline.
         time.sleep(SCRAPE_S)
         episodes = self.prometheus.episodes(self.started_at, time.time())
         return judge(self.faults, episodes)
+
+    def report(self, verdict: AlertVerdict) -> dict[str, Any]:
+        return verdict_json(verdict, self.started_at)
+
+
+def print_alerts(verdict: AlertVerdict, console: Console) -> None:
+    """The table per kind of fault, then the pages that never came and the noise."""
+    table = Table(title="Alerts per kind of fault", title_justify="left")
+    for column in ("fault", "n", "longest s", "alert", "fired", "after s", "cleared after s"):
+        table.add_column(column, justify="left" if column in ("fault", "alert") else "right")
+    for kind in verdict.kinds:
+        rows = kind.alerts or []
+        first = True
+        for figures in rows:
+            cleared = _figure(figures.cleared_after_s)
+            if figures.not_cleared:
+                cleared += f" ({figures.not_cleared} not)"
+            fired = f"{figures.faults}/{kind.faults}"
+            if figures.pending_only:
+                fired += f" +{figures.pending_only} pending"
+            table.add_row(
+                kind.kind if first else "",
+                str(kind.faults) if first else "",
+                f"{kind.longest_s:.1f}" if first else "",
+                figures.name,
+                fired,
+                _figure(figures.fired_after_s),
+                cleared,
+            )
+            first = False
+        if first:
+            table.add_row(kind.kind, str(kind.faults), f"{kind.longest_s:.1f}", "-", "", "", "")
+        for name in kind.already_firing:
+            table.add_row("", "", "", f"{name} (already firing)", "", "", "")
+    console.print(table)
+    for missed in verdict.missed:
+        console.print(
+            f"[bold red]missed page[/]: {missed.kind} ({missed.seconds:.0f}s) fired none of "
+            f"{', '.join(missed.expected)}: {missed.why}",
+            highlight=False,
+        )
+    for episode in verdict.noise:
+        console.print(f"[yellow]alert noise[/]: {episode.describe()} with no fault before it")
+    for name, why in verdict.ignored:
+        console.print(f"[dim]not judged: {name} ({why})[/]")
+    outcome = "[bold green]every page owed came[/]" if verdict.passed else "[bold red]FAIL[/]"
+    console.print(f"alerts: {outcome} ({verdict.owed} owed, {len(verdict.missed)} missed)")
+
+
+def _figure(values: Sequence[float]) -> str:
+    """median/max, or the one value."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.median(values):.1f}/{max(values):.1f}"
