@@ -6,16 +6,19 @@ load's), each must-page fault is brought about once and held until its alert fir
 undone, and the clearing waited for (bounded). Every drill is a fault of the timeline
 (alert_verdicts.MUST_PAGE names the alert it owes), with whether its condition really held:
 
-| drill              | fault                                            | alert owed               |
-| ------------------ | ------------------------------------------------ | ------------------------ |
-| drill-worker-down  | every worker stopped, commands keep coming       | OrderStatusWorkerDown    |
-| drill-dead-letter  | a record that is no command, on the commands topic | OrderStatusDeadLetters |
-| drill-broker-down  | a broker stopped (one broker: all of Kafka)      | KafkaBrokerDown          |
-| drill-5xx          | one broker: it is down; three: a second one down too, | OrderStatusServerErrors |
-|                    | so produces fail (no ISR quorum) and the API answers 5xx |                   |
+| drill             | fault                                              | alert owed              |
+| ----------------- | -------------------------------------------------- | ----------------------- |
+| drill-dead-letter | a record that is no command, on the commands topic | OrderStatusDeadLetters  |
+| drill-worker-down | every worker stopped, commands keep coming         | OrderStatusWorkerDown   |
+| drill-broker-down | a broker stopped (one broker: all of Kafka)        | KafkaBrokerDown         |
+| drill-5xx         | inside it, POSTs while Kafka cannot take them (one | OrderStatusServerErrors |
+|                   | broker: it is down; three: a second one is killed) |                         |
 
 OrderStatusServerErrors and OrderStatusDeadLetters count over 5 and 10 minutes: they clear when
-their event leaves the window, which the drills do not wait for (the report says "not cleared")."""
+their event leaves the window, which the drills do not wait for (the report says "not cleared").
+The rounds' own 5xx (504s while a worker restarts, 503s while a broker does) usually keep
+OrderStatusServerErrors firing into the drills: the 5xx drill then waits until the alert's count of
+5xx on its route rises by its own answers (and the verdict counts the page as ringing)."""
 
 from __future__ import annotations
 
@@ -47,8 +50,12 @@ FIRE_MARGIN_S = 45.0
 CLEAR_TIMEOUT_S = 45.0
 ENQUEUE_EVERY_S = 3.0
 COMMANDS_PER_ENQUEUE = 5
-SERVER_ERROR_REQUESTS_S = 20.0
+SERVER_ERROR_REQUESTS_S = 30.0
 """The longest the 5xx drill sends requests for while waiting for the alert."""
+SETTLE_S = 1.5
+"""Between drills: the alert timeline is sampled every second (alerts.QUERY_STEP_S), so an alert
+seen active at the end of one drill may be sampled a second later."""
+DRILL_ROUTE = "/orders"
 
 
 class DrillFleet(Protocol):
@@ -154,36 +161,37 @@ class Drills:
         down = self.infra.brokers  # node 3 of 3: whoever leads the partitions or the quorum
         started = time.time()
         self.infra.script("kafka", *(("kill-node", str(down)) if cluster else ("stop",)))
-        self._wait_target_down(f"broker-{down}")
+        self._wait_pending("KafkaBrokerDown")  # its episode begins in this drill, not the next
         first = [] if cluster else [self.server_errors(None)]
         fired = self.prometheus.wait_firing(
             "KafkaBrokerDown", BROKER_DOWN_FOR_S + FIRE_MARGIN_S - (time.time() - started)
         )
         second = [self.server_errors(down - 1)] if cluster else []
+        unreachable = self.prometheus.targets_up("kafka").get(f"broker-{down}") == 0
         self.infra.script("kafka", *(("start-node", str(down)) if cluster else ("start",)))
         ended = time.time()
         detail = f"broker {down} down {ended - started:.0f}s"
         broker = self._done(
-            "drill-broker-down", "KafkaBrokerDown", started, ended, fired, detail, True
+            "drill-broker-down", "KafkaBrokerDown", started, ended, fired, detail, unreachable
         )
         return [broker, *first, *second]
 
     def server_errors(self, second_node: int | None) -> Fault:
         """Requests to the API while Kafka cannot take them (with `second_node`: that broker killed
-        too, 2 of 3 down) until OrderStatusServerErrors fires; counts the 5xx answers."""
+        too, 2 of 3 down) until OrderStatusServerErrors counts them: it fires, or, already firing
+        from the rounds' 5xx (it counts over 5 minutes), its value for the route rises."""
         started = time.time()
         if second_node is not None:
             self.infra.script("kafka", "kill-node", str(second_node))
+        before = self._server_errors_counted()
         answers: dict[str, int] = {}
         deadline = time.monotonic() + SERVER_ERROR_REQUESTS_S
-        fired = False
+        counted = before
         with httpx.Client(base_url=self.fleet.url("1"), timeout=15) as client:
-            while time.monotonic() < deadline and not fired:
+            while time.monotonic() < deadline and counted < before + 0.5:
                 status = self._create_order(client)
                 answers[status] = answers.get(status, 0) + 1
-                fired = bool(self.prometheus.firing("OrderStatusServerErrors"))
-            if not fired:
-                fired = self.prometheus.wait_firing("OrderStatusServerErrors", FIRE_MARGIN_S)
+                counted = self._server_errors_counted()
         if second_node is not None:
             self.infra.script("kafka", "start-node", str(second_node))
         ended = time.time()
@@ -192,15 +200,25 @@ class Drills:
         what = (
             f"brokers {second_node} and {self.infra.brokers} down" if second_node else "Kafka down"
         )
+        detail = f"{what}: answers {shown}; the alert's count {before:.0f} -> {counted:.0f}"
+        fired = counted >= before + 0.5
         return self._done(
             "drill-5xx",
             "OrderStatusServerErrors",
             started,
             ended,
             fired,
-            f"{what}: answers {shown}",
+            detail,
             errors > 0,
             clears=False,
+        )
+
+    def _server_errors_counted(self) -> float:
+        """OrderStatusServerErrors' value (5xx in 5 minutes) on the drill's route; 0: not firing."""
+        return sum(
+            float(a["value"])
+            for a in self.prometheus.firing("OrderStatusServerErrors")
+            if a["labels"].get("route") == DRILL_ROUTE
         )
 
     # ---- helpers ------------------------------------------------------------------------------
@@ -212,7 +230,7 @@ class Drills:
             "Idempotency-Key": f'"alert-drill-{uuid.uuid4().hex}"',
         }
         try:
-            return str(client.post("/orders", json=body, headers=headers).status_code)
+            return str(client.post(DRILL_ROUTE, json=body, headers=headers).status_code)
         except httpx.TransportError as exc:
             return type(exc).__name__
 
@@ -235,13 +253,14 @@ class Drills:
             time.sleep(ENQUEUE_EVERY_S)
         return False
 
-    def _wait_target_down(self, name: str) -> None:
-        """Until Prometheus has seen `name` down (the alert's pending begins there)."""
+    def _wait_pending(self, alert: str) -> None:
+        """Until `alert` is pending or firing (bounded), then a settling gap."""
         deadline = time.monotonic() + 5 * SCRAPE_S
         while time.monotonic() < deadline:
-            if self.prometheus.targets_up("kafka").get(name) == 0:
-                return
-            time.sleep(SCRAPE_S / 2)
+            if any(a["labels"]["alertname"] == alert for a in self.prometheus.active_alerts()):
+                break
+            time.sleep(SCRAPE_S / 4)
+        time.sleep(SETTLE_S)
 
     def _done(
         self,
@@ -259,4 +278,5 @@ class Drills:
         back = "" if cleared is None else ("; cleared" if cleared else "; NOT cleared")
         fire = f"{alert} fired" if fired else f"{alert} did NOT fire"
         self.say(f"{kind:<18} {detail}: {fire}{back}")
+        time.sleep(SETTLE_S)  # what the next drill fires is the next drill's
         return Fault(kind, started, ended, detail, provoked)

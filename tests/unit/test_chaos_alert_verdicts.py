@@ -79,11 +79,27 @@ def test_an_alert_of_another_kind_does_not_pay_the_page() -> None:
 
 
 def test_a_fault_shorter_than_the_alerts_for_owes_no_page() -> None:
-    """A worker killed and back within seconds: OrderStatusWorkerDown (for: 1m) cannot fire."""
-    faults = [fault("worker-kill9", 0, 4), fault("broker-restart", 20, 35)]
-    verdict = judge(faults, [episode("OrderStatusWorkerDown", 1, None, 5)])
+    """A worker down 40 s: OrderStatusWorkerDown (for: 1m) cannot have fired yet. The rounds'
+    faults owe none at all (their durations include restarts)."""
+    faults = [
+        fault("drill-worker-down", 0, 40, provoked=True),
+        fault("worker-kill9", 50, 54),
+        fault("broker-restart", 60, 120),
+    ]
+    verdict = judge(faults, [episode("OrderStatusWorkerDown", 1, None, 41)])
     assert verdict.passed and verdict.owed == 0
     assert verdict.kinds[0].alerts[0].pending_only == 1
+
+
+def test_an_alert_belongs_to_the_fault_that_began_before_it_not_the_one_before_that() -> None:
+    """The drills keep a gap between them for this: the table shows what each one fired. The
+    page itself is paid by timing alone."""
+    faults = [fault("drill-dead-letter", 0, 1, provoked=True), fault("drill-worker-down", 6, 40)]
+    verdict = judge(faults, [episode("OrderStatusDeadLetters", 6, 6, None)])
+    dead_letter, worker = verdict.kinds
+    assert dead_letter.alerts == []
+    assert [a.name for a in worker.alerts] == ["OrderStatusDeadLetters"]
+    assert verdict.passed
 
 
 def test_a_page_must_come_within_the_detection_time_after_the_fault() -> None:
