@@ -3,8 +3,9 @@
 The chaos rounds are ~10 s each, shorter than most alerts' `for:`; so after the rounds (and after
 the checker has read everything back: the drills' own commands and their dead letter are not the
 load's), each must-page fault is brought about once and held until its alert fires (bounded), then
-undone, and the clearing waited for (bounded). Every drill is a fault of the timeline
-(alert_verdicts.MUST_PAGE names the alert it owes), with whether its condition really held:
+undone, and the clearing waited for (bounded). Every drill is a fault of the timeline (ending when
+its undoing begins: the clearing is timed from the restart), with the alert it owes
+(alert_verdicts.MUST_PAGE) and whether its condition really held:
 
 | drill             | fault                                              | alert owed              |
 | ----------------- | -------------------------------------------------- | ----------------------- |
@@ -113,10 +114,10 @@ class Drills:
             "OrderStatusWorkerDown", WORKER_DOWN_FOR_S + FIRE_MARGIN_S, self._enqueue
         )
         waiting_after = self._waiting()
+        ended = time.time()
         for slot in slots:
             self.fleet.start_worker(slot)
             self.prometheus.release(f"worker-{slot}")
-        ended = time.time()
         detail = (
             f"workers {','.join(slots)} down {ended - started:.0f}s, "
             f"commands waiting {waiting_before} -> {waiting_after}"
@@ -168,8 +169,8 @@ class Drills:
         )
         second = [self.server_errors(down - 1)] if cluster else []
         unreachable = self.prometheus.targets_up("kafka").get(f"broker-{down}") == 0
-        self.infra.script("kafka", *(("start-node", str(down)) if cluster else ("start",)))
         ended = time.time()
+        self.infra.script("kafka", *(("start-node", str(down)) if cluster else ("start",)))
         detail = f"broker {down} down {ended - started:.0f}s"
         broker = self._done(
             "drill-broker-down", "KafkaBrokerDown", started, ended, fired, detail, unreachable
@@ -192,9 +193,9 @@ class Drills:
                 status = self._create_order(client)
                 answers[status] = answers.get(status, 0) + 1
                 counted = self._server_errors_counted()
+        ended = time.time()
         if second_node is not None:
             self.infra.script("kafka", "start-node", str(second_node))
-        ended = time.time()
         errors = sum(n for status, n in answers.items() if status.startswith("5"))
         shown = " ".join(f"{status}x{n}" for status, n in sorted(answers.items()))
         what = (

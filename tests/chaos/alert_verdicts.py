@@ -89,7 +89,8 @@ class Fault:
     started_at: float
     """Epoch seconds (the harness's clock and Prometheus's are the same machine's)."""
     ended_at: float
-    """When the faulty part was back (restarted, resumed, the bad record sent)."""
+    """When the fault was undone: a drill's restart issued (the bad record sent); a round's part
+    back (restarted and ready: a broker's exporter may answer, and its alert clear, before)."""
     detail: str = ""
     provoked: bool | None = None
     """Drills only: whether the condition the page is about really held (lag grew, 5xx came)."""
