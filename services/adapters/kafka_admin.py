@@ -14,19 +14,26 @@ from services.adapters.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def replication_config(settings: Settings) -> dict[str, str]:
+    """Every project topic's own min.insync.replicas (a topic setting wins over the broker's, so
+    the topics keep their guarantee on a broker configured otherwise)."""
+    return {"min.insync.replicas": str(settings.kafka_min_insync_replicas)}
+
+
 def topic_specs(settings: Settings) -> list[NewTopic]:
     topics = settings.topics
     partitions = settings.kafka_command_partitions
     rf = settings.kafka_replication_factor
+    replication = replication_config(settings)
     return [
-        NewTopic(topics.commands, num_partitions=partitions, replication_factor=rf),
-        NewTopic(topics.results, num_partitions=partitions, replication_factor=rf),
-        NewTopic(topics.events, num_partitions=partitions, replication_factor=rf),
+        NewTopic(topics.commands, partitions, rf, config=replication),
+        NewTopic(topics.results, partitions, rf, config=replication),
+        NewTopic(topics.events, partitions, rf, config=replication),
         NewTopic(
             topics.dead_letters,
             num_partitions=1,
             replication_factor=rf,
-            config={"retention.ms": str(30 * 24 * 3600 * 1000)},
+            config={**replication, "retention.ms": str(30 * 24 * 3600 * 1000)},
         ),
     ]
 

@@ -54,7 +54,15 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     kafka_topic_prefix: str = "order-status"
     kafka_command_partitions: int = 12
-    kafka_replication_factor: int = 1
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="Replicas of every project topic: 1 on one broker, 3 on the cluster"
+    )
+    kafka_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="min.insync.replicas of every project topic: how many replicas must have a "
+        "record before an acks=all write is acknowledged (2 on the three-broker cluster)",
+    )
 
     # ---- issue 11: how every Kafka client proves who it is (services/adapters/kafka_config.py) -------
     kafka_security_protocol: KafkaSecurityProtocol = Field(

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from services.adapters import kafka_config
+from services.adapters.kafka_admin import replication_config
 from services.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ class Changelog:
     windowed_retention_ms: int | None
 
     def spec(self, settings: Settings) -> NewTopic:
-        config = {"cleanup.policy": "compact"}
+        config = {**replication_config(settings), "cleanup.policy": "compact"}
         if self.windowed_retention_ms is not None:
-            config = {
+            config |= {
                 "cleanup.policy": "compact,delete",
                 "retention.ms": str(self.windowed_retention_ms),
             }

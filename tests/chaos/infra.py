@@ -1,4 +1,5 @@
-"""The chaos run's own Kafka broker and PostgreSQL, and its API and worker processes.
+"""The chaos run's own Kafka broker (or 3-broker cluster) and PostgreSQL, and its API and worker
+processes.
 
 The broker and the database are started by deploy/local/*.sh with ORDERSTATUS_LOCAL_DIR pointing at
 a fresh run directory under .local/chaos/ and on free ports, so they can be stopped and restarted at
@@ -20,12 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
+from services.adapters import kafka_config
 from services.adapters.kafka_acls import apply_acls
 from services.adapters.kafka_admin import ensure_topics
 from services.adapters.kafka_principals import Role, sasl_identity
 from services.adapters.migrate import apply_migrations
 from services.adapters.settings import Settings
+from tests.chaos.load import Endpoints
 from tests.stack import ServiceProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +38,11 @@ SCRIPTS = REPO_ROOT / "deploy" / "local"
 CHAOS_ROOT = REPO_ROOT / ".local" / "chaos"
 KEEP_RUNS = 3
 """Run directories (logs, report) kept after the run; older ones are removed."""
-SCRIPT_TIMEOUT_S = 120
+SCRIPT_TIMEOUT_S = 200
+CLUSTER_START_TIMEOUT_S = 150
+"""kafka.sh's wait for a (re)started node: a JVM start took up to 60 s on the busy 2-core machine."""
+REPLICA_LAG_MAX_MS = 5000
+"""replica.lag.time.max.ms of a cluster run: a paused follower leaves the ISR within a round."""
 KEEP_DATA_MARK = "keep-data"
 """In a run directory: its data was kept on purpose (--keep-data); delete the directory by hand."""
 
@@ -48,31 +57,40 @@ def _alive(pid: int) -> bool:
 
 @dataclass
 class ChaosInfra:
-    """A Kafka broker and a PostgreSQL cluster of one chaos run, in `root`."""
+    """The Kafka broker (or, `brokers` > 1, the KRaft cluster) and the PostgreSQL cluster of one
+    chaos run, in `root`. Node n (1-based) listens on kafka_ports[n-1]."""
 
     root: Path
-    kafka_port: int
-    controller_port: int
+    kafka_ports: list[int]
+    controller_ports: list[int]
     pg_port: int
+    metrics_ports: list[int] = field(default_factory=list)
+    """The brokers' Prometheus (JMX exporter) ports; cluster runs only."""
+    replica_lag_max_ms: int = REPLICA_LAG_MAX_MS
     script_log: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.script_log = self.root / "log" / "scripts.log"
 
     @classmethod
-    def create(cls, parent: Path = CHAOS_ROOT) -> ChaosInfra:
+    def create(cls, parent: Path = CHAOS_ROOT, brokers: int = 1) -> ChaosInfra:
         parent.mkdir(parents=True, exist_ok=True)
         reap_abandoned_runs(parent)
         root = parent / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         root.mkdir()
         (root / "owner.pid").write_text(str(os.getpid()))
         (root / "log").mkdir()
-        infra = cls(root, free_port(), free_port(), free_port())
+
+        def ports() -> list[int]:
+            return [free_port() for _ in range(brokers)]
+
+        infra = cls(root, ports(), ports(), free_port(), ports() if brokers > 1 else [])
         (root / "ports.json").write_text(
             json.dumps(
                 {
-                    "kafka": infra.kafka_port,
-                    "controller": infra.controller_port,
+                    "kafka": infra.kafka_ports,
+                    "controller": infra.controller_ports,
+                    "metrics": infra.metrics_ports,
                     "pg": infra.pg_port,
                 }
             )
@@ -82,11 +100,25 @@ class ChaosInfra:
     @classmethod
     def of_run(cls, root: Path) -> ChaosInfra:
         ports = json.loads((root / "ports.json").read_text())
-        return cls(root, ports["kafka"], ports["controller"], ports["pg"])
+
+        def listed(value: int | list[int]) -> list[int]:
+            return value if isinstance(value, list) else [value]  # runs before --cluster
+
+        return cls(
+            root,
+            listed(ports["kafka"]),
+            listed(ports["controller"]),
+            ports["pg"],
+            ports.get("metrics", []),
+        )
+
+    @property
+    def brokers(self) -> int:
+        return len(self.kafka_ports)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{port}" for port in self.kafka_ports)
 
     @property
     def services_log_dir(self) -> Path:
@@ -95,11 +127,11 @@ class ChaosInfra:
         return path
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "ORDERSTATUS_LOCAL_DIR": str(self.root),
-            "KAFKA_PORT": str(self.kafka_port),
-            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "KAFKA_PORT": str(self.kafka_ports[0]),
+            "KAFKA_CONTROLLER_PORT": str(self.controller_ports[0]),
             "PGPORT_LOCAL": str(self.pg_port),
             # A broker restarted every few rounds on a busy machine: C1 only, for a faster start.
             "KAFKA_HEAP": "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1",
@@ -107,14 +139,32 @@ class ChaosInfra:
             # Security on, as `make up`: SASL/SCRAM, ACLs; every process its own principal.
             "KAFKA_SECURITY": "sasl",
         }
+        if self.brokers > 1:
 
-    def script(self, component: str, action: str) -> None:
-        """deploy/local/<component>.sh <action> against this run's state; raises on failure."""
+            def joined(ports: list[int]) -> str:
+                return ",".join(map(str, ports))
+
+            env |= {
+                "KAFKA_BROKERS": str(self.brokers),
+                "KAFKA_PORTS": joined(self.kafka_ports),
+                "KAFKA_CONTROLLER_PORTS": joined(self.controller_ports),
+                "KAFKA_METRICS_PORTS": joined(self.metrics_ports),
+                # Short, so a paused broker leaves the ISR within a round.
+                "KAFKA_REPLICA_LAG_MAX_MS": str(self.replica_lag_max_ms),
+                "KAFKA_START_TIMEOUT": str(CLUSTER_START_TIMEOUT_S),
+            }
+        return env
+
+    def script(self, component: str, action: str, *args: str) -> None:
+        """deploy/local/<component>.sh <action> [args] against this run's state; raises on
+        failure."""
         with self.script_log.open("ab") as log:
-            log.write(f"\n== {time.strftime('%H:%M:%S')} {component} {action}\n".encode())
+            log.write(
+                f"\n== {time.strftime('%H:%M:%S')} {component} {action} {' '.join(args)}\n".encode()
+            )
             log.flush()
             done = subprocess.run(
-                [str(SCRIPTS / f"{component}.sh"), action],
+                [str(SCRIPTS / f"{component}.sh"), action, *args],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -123,7 +173,9 @@ class ChaosInfra:
             )
         if done.returncode != 0:
             tail = self.script_log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{component}.sh {action} failed ({done.returncode}):\n{tail}")
+            raise RuntimeError(
+                f"{component}.sh {action} {' '.join(args)} failed ({done.returncode}):\n{tail}"
+            )
 
     def start(self) -> None:
         self.script("postgres", "start")
@@ -167,14 +219,108 @@ class ChaosInfra:
 
     def prepare(self, **overrides: Any) -> Settings:
         """Migrates the run's database and creates its topics and their ACLs: the whole cluster is
-        this run's, so the default database and topic names serve (nothing needs dropping)."""
+        this run's, so the default database and topic names serve (nothing needs dropping). On a
+        cluster the topics get replication factor 3 and min.insync.replicas 2."""
+        replicated: dict[str, Any] = {}
+        if self.brokers > 1:
+            replicated["kafka_replication_factor"] = min(3, self.brokers)
+            if "kafka_min_insync_replicas" in Settings.model_fields:
+                replicated["kafka_min_insync_replicas"] = 2
         settings = self.base_settings().model_copy(
-            update={"kafka_command_partitions": 6, "api_port": free_port(), **overrides}
+            update={
+                "kafka_command_partitions": 6,
+                "api_port": free_port(),
+                **replicated,
+                **overrides,
+            }
         )
         apply_migrations(settings.admin_url)
         ensure_topics(settings)
         apply_acls(settings)
         return settings
+
+    def cluster(self, settings: Settings) -> ClusterNodes:
+        """The handle on this run's brokers (cluster runs)."""
+        return ClusterNodes(self, settings)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    topic: str
+    partition: int
+    leader: int
+    """-1: none (an election is under way)."""
+    replicas: tuple[int, ...]
+    isrs: tuple[int, ...]
+
+    @property
+    def in_sync(self) -> bool:
+        return set(self.isrs) == set(self.replicas)
+
+
+class ClusterNodes:
+    """What the cluster faults do to the brokers and ask of them: kill -9 / start / SIGSTOP /
+    SIGCONT of node n (deploy/local/kafka.sh, through tests/kafka_cluster.py), who leads a
+    partition and the quorum, and every partition's ISR from one metadata request."""
+
+    def __init__(self, infra: ChaosInfra, settings: Settings) -> None:
+        from tests.kafka_cluster import KafkaCluster  # cluster runs only
+
+        self.infra = infra
+        self.handle = KafkaCluster(
+            infra.root,
+            infra.kafka_ports,
+            infra.controller_ports,
+            infra.metrics_ports,
+            replica_lag_max_ms=infra.replica_lag_max_ms,
+        )
+        self.admin = AdminClient({**kafka_config.admin(settings), "log_level": 0})
+
+    def kill(self, node: int) -> None:
+        self.infra.script("kafka", "kill-node", str(node))
+
+    def start(self, node: int) -> None:
+        self.infra.script("kafka", "start-node", str(node))
+
+    def pause(self, node: int) -> None:
+        self.infra.script("kafka", "pause-node", str(node))
+
+    def resume(self, node: int) -> None:
+        self.infra.script("kafka", "resume-node", str(node))
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        return self.handle.leader_of(topic, partition)
+
+    def active_controller(self) -> int:
+        """The KRaft quorum leader; -1 while none is known (an election under way)."""
+        try:
+            return self.handle.active_controller(timeout=5)
+        except TimeoutError:
+            return -1
+
+    def partitions(self) -> list[PartitionState]:
+        """Every partition of every topic (the internal ones too), as one broker's metadata says."""
+        metadata = self.admin.list_topics(timeout=5)
+        return [
+            PartitionState(name, p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
+            for name, topic in metadata.topics.items()
+            if topic.error is None
+            for p in topic.partitions.values()
+        ]
+
+    def partition(self, topic: str, partition: int) -> PartitionState:
+        return next(s for s in self.partitions() if s.topic == topic and s.partition == partition)
+
+    def wait_in_sync(self, timeout_s: float) -> float | None:
+        """Seconds until every replica of every partition is in its ISR; None: not within
+        `timeout_s`."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            with contextlib.suppress(KafkaException):
+                if all(s.in_sync and s.leader >= 0 for s in self.partitions()):
+                    return time.monotonic() - started
+            time.sleep(0.25)
+        return None
 
 
 def reap_abandoned_runs(parent: Path) -> None:
@@ -204,22 +350,45 @@ def reap_abandoned_runs(parent: Path) -> None:
 
 
 class Fleet:
-    """The API and the worker slots ("1", "2") of a run. A slot restarted keeps its WORKER_ID, so
-    static membership and the transactional id carry over; every process logs to its own file.
+    """The API slots ("1", and "2" when added) and the worker slots ("1", "2") of a run. A slot
+    restarted keeps its WORKER_ID, so static membership and the transactional id carry over, and
+    its ports: each API slot serves HTTP and /metrics on its own port, each worker slot /metrics on
+    its own (`metrics_ports`, for a Prometheus to scrape); every process logs to its own file.
 
     `supervise` plays the part of a restart policy (docker's `unless-stopped`): a process that
     exited without being asked to is noted and started again. One lock orders it with the faults,
     so a slot being killed on purpose is never also "restarted" by the supervisor."""
 
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
+    SLOTS = ("1", "2")
+    """The worker slots; the API slots are "1" or, where APIs are added and removed, both."""
+
+    def __init__(
+        self, settings: Settings, log_dir: Path, api_slots: tuple[str, ...] = ("1",)
+    ) -> None:
         self.settings = settings
         self.log_dir = log_dir
-        self.api: ServiceProcess | None = None
+        self.api_ports = {
+            slot: settings.api_port if slot == "1" else free_port() for slot in api_slots
+        }
+        self.worker_metrics_ports = {slot: free_port() for slot in self.SLOTS}
+        self.endpoints = Endpoints(self.url("1"))
+        self.apis: dict[str, ServiceProcess] = {}
         self.workers: dict[str, ServiceProcess] = {}
         self.unexpected_exits: list[str] = []
         self.slow_starts: list[str] = []
         self.lock = threading.RLock()
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-spawner")
+
+    def url(self, slot: str) -> str:
+        return f"http://127.0.0.1:{self.api_ports[slot]}"
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Where each process of the fleet serves /metrics, by name ("api-1", "worker-2"), whether
+        it runs at the moment or not."""
+        return {
+            **{f"api-{slot}": port for slot, port in self.api_ports.items()},
+            **{f"worker-{slot}": port for slot, port in self.worker_metrics_ports.items()},
+        }
 
     def _spawn(self, service: ServiceProcess) -> ServiceProcess:
         """Starts `service` from the fleet's own thread: a test service dies with the thread that
@@ -227,17 +396,31 @@ class Fleet:
         load, while the fleet's thread lives until the fleet stops."""
         return self._spawner.submit(service.start, False).result()
 
-    def start_api(self) -> None:
+    @property
+    def api(self) -> ServiceProcess | None:
+        return self.apis.get("1")
+
+    def start_api(self, slot: str = "1") -> None:
         with self.lock:
-            self.api = self._spawn(ServiceProcess("api", self.settings, self.log_dir))
-            self.api.wait_ready()
+            api = ServiceProcess(
+                "api", self.settings, self.log_dir, api_port=self.api_ports[slot], worker_id=slot
+            )
+            self.apis[slot] = self._spawn(api)
+            api.wait_ready()
+            self.endpoints.set(self.url(s) for s in sorted(self.apis))
 
     def start_worker(self, slot: str, ready_timeout: float = 60) -> float:
         """Starts the slot's worker and waits for its first assignment; returns seconds taken."""
         started = time.monotonic()
         with self.lock:
             for _attempt in range(3):
-                worker = ServiceProcess("worker", self.settings, self.log_dir, worker_id=slot)
+                worker = ServiceProcess(
+                    "worker",
+                    self.settings,
+                    self.log_dir,
+                    worker_id=slot,
+                    worker_metrics_port=self.worker_metrics_ports[slot],
+                )
                 self.workers[slot] = self._spawn(worker)
                 try:
                     worker.wait_ready(ready_timeout)
@@ -250,11 +433,21 @@ class Fleet:
                     time.sleep(1)
         return time.monotonic() - started
 
-    def kill_api(self) -> None:
+    def _leaves(self, slot: str) -> ServiceProcess:
+        """Takes an API slot out of the fleet and, while another one runs, out of the terminals'
+        endpoints (the only one stays: its requests fail until it is back)."""
+        others = [s for s in sorted(self.apis) if s != slot]
+        self.endpoints.set(self.url(s) for s in others or [slot])
+        return self.apis.pop(slot)
+
+    def kill_api(self, slot: str = "1") -> None:
         with self.lock:
-            if self.api is not None:
-                self.api.kill()
-                self.api = None
+            if slot in self.apis:
+                self._leaves(slot).kill()
+
+    def stop_api(self, slot: str) -> int:
+        with self.lock:
+            return self._leaves(slot).terminate()
 
     def kill_worker(self, slot: str) -> None:
         with self.lock:
@@ -274,12 +467,12 @@ class Fleet:
                         f"worker {slot} exited with {process.returncode}: {last_words(worker.logs())}"
                     )
                     self.start_worker(slot)
-            api = self.api
-            if api is not None and api.process is not None and api.process.poll() is not None:
-                self.unexpected_exits.append(
-                    f"api exited with {api.process.returncode}: {last_words(api.logs())}"
-                )
-                self.start_api()
+            for slot, api in list(self.apis.items()):
+                if api.process is not None and api.process.poll() is not None:
+                    self.unexpected_exits.append(
+                        f"api {slot} exited with {api.process.returncode}: {last_words(api.logs())}"
+                    )
+                    self.start_api(slot)
 
     def restart_workers(self) -> None:
         """kill -9 and start again every worker: the liveness probe's answer to a stall (the
@@ -291,8 +484,8 @@ class Fleet:
 
     def stop(self) -> None:
         with self.lock:
-            if self.api is not None:
-                self.api.terminate()
+            for slot in list(self.apis):
+                self.apis.pop(slot).terminate()
             for slot in list(self.workers):
                 self.stop_worker(slot)
         self._spawner.shutdown()

@@ -11,10 +11,14 @@ still has no outcome when its retries are used up."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
+import math
 import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +96,18 @@ class Attempt:
     status: int | None
     """HTTP status, or None for a connection error or client timeout."""
     command_id: str | None
+    sent_at: float = 0.0
+    """Unix time the attempt was sent."""
+    latency_s: float = 0.0
+    """Until its answer (or its transport error) arrived."""
+
+    @property
+    def answered_at(self) -> float:
+        return self.sent_at + self.latency_s
+
+    @property
+    def label(self) -> str:
+        return "conn-error" if self.status is None else str(self.status)
 
 
 @dataclass(slots=True)
@@ -138,7 +154,77 @@ class AnswerLog:
         self.last_progress = time.monotonic()
 
 
+@dataclass(frozen=True, slots=True)
+class ClientView:
+    """What the terminals saw in windows of time (a leader moving): the command requests' answers
+    that arrived in them, by status, their latency, and the longest stretch without a 2xx."""
+
+    windows: int
+    window_s: float
+    """The windows' length, summed."""
+    answers: dict[str, int]
+    p50_ms: float | None
+    p95_ms: float | None
+    max_ms: float | None
+    longest_gap_2xx_s: float
+    """Longest time within a window between two 2xx answers (or a window's edge and one)."""
+
+
+def client_view(attempts: Iterable[Attempt], windows: Sequence[tuple[float, float]]) -> ClientView:
+    """The figures of the attempts answered within any of the windows ([start, end], Unix times;
+    the windows should not overlap, or an attempt counts in each)."""
+    answered = sorted(attempts, key=lambda a: a.answered_at)
+    times = [a.answered_at for a in answered]
+    inside: list[Attempt] = []
+    longest_gap = 0.0
+    for start, end in windows:
+        mine = answered[bisect.bisect_left(times, start) : bisect.bisect_right(times, end)]
+        inside += mine
+        edges = [start, *(a.answered_at for a in mine if a.status and 200 <= a.status < 300), end]
+        longest_gap = max(longest_gap, *(b - a for a, b in itertools.pairwise(edges)))
+    latencies = sorted(a.latency_s * 1000 for a in inside)
+
+    def quantile(q: float) -> float | None:
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, math.ceil(q * len(latencies)) - 1)]
+
+    return ClientView(
+        windows=len(windows),
+        window_s=sum(end - start for start, end in windows),
+        answers=dict(sorted(Counter(a.label for a in inside).items())),
+        p50_ms=quantile(0.50),
+        p95_ms=quantile(0.95),
+        max_ms=latencies[-1] if latencies else None,
+        longest_gap_2xx_s=longest_gap,
+    )
+
+
+def attempts_of(requests: Iterable[KeyedRequest]) -> Iterator[Attempt]:
+    for request in requests:
+        yield from request.attempts
+
+
 # ---- the terminals ------------------------------------------------------------------------------
+
+
+class Endpoints:
+    """The API processes the terminals talk to: each attempt goes to one of them at random, so a
+    process killed or removed mid-request is retried on another. The fleet updates the list."""
+
+    def __init__(self, *urls: str) -> None:
+        self._urls = tuple(urls)
+
+    def set(self, urls: Iterable[str]) -> None:
+        self._urls = tuple(urls)  # one reference swap: safe against the terminals reading it
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self._urls
+
+    def url(self, path: str, rng: random.Random) -> str:
+        urls = self._urls
+        return f"{urls[0] if len(urls) == 1 else rng.choice(urls)}{path}"
 
 
 class Terminal:
@@ -146,6 +232,7 @@ class Terminal:
         self,
         number: int,
         client: httpx.AsyncClient,
+        endpoints: Endpoints,
         token: str,
         restaurants: list[uuid.UUID],
         log: AnswerLog,
@@ -154,6 +241,7 @@ class Terminal:
     ) -> None:
         self.number = number
         self.client = client
+        self.endpoints = endpoints
         self.auth = {"Authorization": f"Bearer {token}"}
         self.restaurants = restaurants
         self.log = log
@@ -241,17 +329,25 @@ class Terminal:
         deadline = time.monotonic() + REQUEST_BUDGET_S
         for attempt in range(MAX_ATTEMPTS):
             rid = f"{key}.{attempt}"
+            sent_at, started = time.time(), time.monotonic()
             try:
                 response = await self.client.request(
-                    method, path, json=body, headers={**headers, "X-Request-ID": rid}
+                    method,
+                    self.endpoints.url(path, self.rng),
+                    json=body,
+                    headers={**headers, "X-Request-ID": rid},
                 )
             except httpx.TransportError:
-                request.attempts.append(Attempt(rid, None, None))
+                took = time.monotonic() - started
+                request.attempts.append(Attempt(rid, None, None, sent_at, took))
                 self.log.statuses["conn-error"] += 1
             else:
+                took = time.monotonic() - started
                 answer = _json(response)
                 command_id = response.headers.get("x-command-id") or answer.get("command_id")
-                request.attempts.append(Attempt(rid, response.status_code, command_id))
+                request.attempts.append(
+                    Attempt(rid, response.status_code, command_id, sent_at, took)
+                )
                 self.log.statuses[str(response.status_code)] += 1
                 if command_id:
                     request.command_ids.add(str(command_id))
@@ -276,7 +372,8 @@ class Terminal:
         while time.monotonic() < deadline:
             try:
                 response = await self.client.get(
-                    f"/commands/{request.command_id}", headers=self.auth
+                    self.endpoints.url(f"/commands/{request.command_id}", self.rng),
+                    headers=self.auth,
                 )
             except httpx.TransportError:
                 response = None
@@ -299,7 +396,9 @@ class Terminal:
         attempt = 0
         while time.monotonic() < deadline:
             try:
-                response = await self.client.get(f"/orders/{order_id}", headers=self.auth)
+                response = await self.client.get(
+                    self.endpoints.url(f"/orders/{order_id}", self.rng), headers=self.auth
+                )
             except httpx.TransportError:
                 response = None
             if response is not None and response.status_code == 200:
@@ -334,7 +433,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 
 async def drive(
-    base_url: str,
+    endpoints: Endpoints,
     tokens: list[str],
     restaurants: list[uuid.UUID],
     log: AnswerLog,
@@ -345,11 +444,9 @@ async def drive(
 ) -> None:
     """Runs one terminal per token until `stop`; each finishes the request in hand."""
     limits = httpx.Limits(max_connections=len(tokens) * 2, max_keepalive_connections=len(tokens))
-    async with httpx.AsyncClient(
-        base_url=base_url, timeout=HTTP_TIMEOUT_S, limits=limits
-    ) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, limits=limits) as client:
         terminals = [
-            Terminal(n, client, token, restaurants, log, run_tag, seed * 1000 + n)
+            Terminal(n, client, endpoints, token, restaurants, log, run_tag, seed * 1000 + n)
             for n, token in enumerate(tokens)
         ]
         await asyncio.gather(*(t.run(stop) for t in terminals))

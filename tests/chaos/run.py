@@ -28,16 +28,21 @@ from rich.table import Table
 
 from services.adapters.settings import Settings
 from tests.chaos.actions import (
+    CLIENT_VIEW_KINDS,
+    CLUSTER_SHARES,
+    CLUSTER_WEIGHTS,
     SECOND,
+    SINGLE_BROKER_KINDS,
     FaultInjector,
     FaultKind,
     RoundRecord,
     Targets,
+    minimum_counts,
     run_rounds,
 )
 from tests.chaos.checker import Verdict, check, collect, wait_until_drained
 from tests.chaos.infra import CHAOS_ROOT, KEEP_DATA_MARK, ChaosInfra, Fleet
-from tests.chaos.load import AnswerLog, drive
+from tests.chaos.load import AnswerLog, ClientView, attempts_of, client_view, drive
 from tests.stack import Tokens
 
 RESTAURANTS = 5
@@ -55,6 +60,14 @@ API_REPLY_TIMEOUT_S = 3.0
 """Shorter than the default, so faults produce 504s and the retry/look-up paths get exercised."""
 
 
+CLUSTER_BROKERS = 3
+CLUSTER_TERMINALS = 24
+"""More terminals than on one broker: during a leader move each waits seconds for its answer."""
+CLUSTER_MAX_MINUTES = 40.0
+"""A broker kill costs a JVM start (20-60 s here) and 10-15 s without a leader, and the load ran
+at 8-9 commands/s in short cluster runs on the shared 2-core machine: 20,000 take ~40 minutes."""
+
+
 @dataclass(frozen=True)
 class ChaosConfig:
     rounds: int = 100
@@ -62,9 +75,31 @@ class ChaosConfig:
     terminals: int = 16
     max_minutes: float = 25.0
     seed: int = field(default_factory=lambda: random.randrange(1_000_000))
-    kinds: tuple[FaultKind, ...] = tuple(FaultKind)
+    kinds: tuple[FaultKind, ...] = ()
+    """The fault kinds to inject; empty: all of the run's (single broker, or cluster)."""
     keep_data: bool = False
     parent: Path = CHAOS_ROOT
+    cluster: bool = False
+    """Three brokers (KRaft), topics with replication factor 3 and min.insync.replicas 2, and the
+    node faults (leader, controller, follower kills, ISR drops) instead of the broker restart."""
+
+    @property
+    def weights(self) -> dict[FaultKind, int]:
+        """The kinds of the plan with their weight per cycle (fault_plan)."""
+        if self.cluster:
+            return {k: CLUSTER_WEIGHTS.get(k, 1) for k in self.kinds or CLUSTER_WEIGHTS}
+        return dict.fromkeys(self.kinds or SINGLE_BROKER_KINDS, 1)
+
+    @property
+    def minimums(self) -> dict[FaultKind, int]:
+        """Rounds of a kind the run must hold (cluster: 20 leader kills, 10 ISR drops in 100)."""
+        if not self.cluster:
+            return {}
+        return {
+            kind: n
+            for kind, n in minimum_counts(self.rounds, CLUSTER_SHARES).items()
+            if kind in self.weights
+        }
 
 
 @dataclass
@@ -80,17 +115,32 @@ class ChaosResult:
     load_seconds: float
     drain_seconds: float | None
     """None: the worker group never caught up."""
+    client: dict[str, ClientView] = field(default_factory=dict)
+    """What the terminals saw while a leader moved, over all rounds of each such kind."""
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Where each process of the run served /metrics ("api-1", "worker-2", "broker-3")."""
 
     @property
     def stalls(self) -> int:
         return sum(1 for r in self.rounds if r.recovered_s is None)
 
+    def count(self, kind: FaultKind) -> int:
+        """Rounds of `kind` that did what it says (an ISR drop: the broker left every ISR)."""
+        return sum(1 for r in self.rounds if r.kind is kind and r.counts)
+
+    @property
+    def every_kind_required(self) -> bool:
+        """A cluster run shorter than one cycle of its plan need not hold every kind."""
+        return not self.config.cluster or self.config.rounds >= sum(self.config.weights.values())
+
     @property
     def targets_met(self) -> bool:
+        kinds = self.config.weights if self.every_kind_required else {}
         return (
             len(self.rounds) >= self.config.rounds
             and self.verdict.accepted >= self.config.commands
-            and all(any(r.kind is kind for r in self.rounds) for kind in self.config.kinds)
+            and all(any(r.kind is kind for r in self.rounds) for kind in kinds)
+            and all(self.count(k) >= n for k, n in self.config.minimums.items())
         )
 
     @property
@@ -106,13 +156,15 @@ class ChaosResult:
 def run_chaos(config: ChaosConfig, console: Console | None = None) -> ChaosResult:
     console = console or Console()
     started = time.monotonic()
-    infra = ChaosInfra.create(config.parent)
+    infra = ChaosInfra.create(config.parent, CLUSTER_BROKERS if config.cluster else 1)
     console.print(f"[bold]chaos run[/] {infra.root}  seed={config.seed}")
     try:
         infra.start()
-        console.print(f"own broker {infra.bootstrap}, own PostgreSQL 127.0.0.1:{infra.pg_port}")
+        kafka = "cluster" if config.cluster else "broker"
+        console.print(f"own {kafka} {infra.bootstrap}, own PostgreSQL 127.0.0.1:{infra.pg_port}")
         settings = infra.prepare(api_reply_timeout_s=API_REPLY_TIMEOUT_S)
-        fleet = Fleet(settings, infra.services_log_dir)
+        api_slots = Fleet.SLOTS if config.cluster else Fleet.SLOTS[:1]
+        fleet = Fleet(settings, infra.services_log_dir, api_slots)
         try:
             return _run(config, infra, settings, fleet, console, started)
         finally:
@@ -138,7 +190,8 @@ def _run(
     fleet.start_api()
     tokens = Tokens(settings)
     log = AnswerLog()
-    targets = Targets(config.rounds, config.commands, config.max_minutes * 60, config.kinds)
+    targets = Targets(config.rounds, config.commands, config.max_minutes * 60, config.weights)
+    nodes = infra.cluster(settings) if config.cluster else None
 
     def report(record: RoundRecord) -> None:
         recovered = f"{record.recovered_s:5.1f}s" if record.recovered_s is not None else "STALL"
@@ -147,37 +200,54 @@ def _run(
             f"progress {recovered}  commands {record.accepted_after:6d}  {record.detail}",
             highlight=False,
         )
+        if record.client is not None:
+            console.print(f"           client saw: {describe(record.client)}", highlight=False)
+
+    def report_back(record: RoundRecord, how: str) -> None:
+        console.print(f"           node {record.node} of round {record.number} back: {how}")
 
     async def faults(stop: asyncio.Event) -> list[RoundRecord]:
+        injector = FaultInjector(infra, fleet, rng, nodes)
         try:
-            injector = FaultInjector(infra, fleet, rng)
-            rounds = await run_rounds(targets, injector, log, report, rng)
+            rounds = await run_rounds(targets, injector, log, report, rng, report_back)
             if SECOND in fleet.workers:  # back to one worker for the drain
                 await asyncio.to_thread(fleet.stop_worker, SECOND)
             return rounds
         finally:
-            stop.set()  # the terminals finish the request in hand (bounded by its budget)
+            stop.set()
+            await asyncio.to_thread(
+                injector.close
+            )  # the terminals finish the request in hand (bounded by its budget)
 
-    async def restart_policy(stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def restart_policy(load_done: asyncio.Event) -> None:
+        """Until the last terminal has finished: a worker that dies while the terminals finish
+        the requests in hand is restarted too, or they would wait out their whole budgets."""
+        while not load_done.is_set():
             await asyncio.to_thread(fleet.supervise)
             await asyncio.sleep(SUPERVISE_EVERY_S)
 
-    async def scenario() -> tuple[list[RoundRecord], float]:
-        stop = asyncio.Event()
-        load_started = time.monotonic()
-        rounds, *_ = await asyncio.gather(
-            faults(stop),
-            restart_policy(stop),
-            drive(
-                f"http://127.0.0.1:{settings.api_port}",
+    async def load(
+        stop: asyncio.Event, load_done: asyncio.Event, restaurants: list[uuid.UUID]
+    ) -> None:
+        try:
+            await drive(
+                fleet.endpoints,
                 [tokens.service(sub=f"chaos-terminal-{n}") for n in range(config.terminals)],
-                [uuid.UUID(int=rng.getrandbits(128)) for _ in range(RESTAURANTS)],
+                restaurants,
                 log,
                 stop,
                 run_tag=f"chaos{config.seed}",
                 seed=config.seed,
-            ),
+            )
+        finally:
+            load_done.set()
+
+    async def scenario() -> tuple[list[RoundRecord], float]:
+        stop, load_done = asyncio.Event(), asyncio.Event()
+        restaurants = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(RESTAURANTS)]
+        load_started = time.monotonic()
+        rounds, *_ = await asyncio.gather(
+            faults(stop), restart_policy(load_done), load(stop, load_done, restaurants)
         )
         return rounds, time.monotonic() - load_started
 
@@ -197,9 +267,43 @@ def _run(
         time.monotonic() - started,
         load_seconds,
         drain_seconds,
+        client_views(log, rounds),
+        {**fleet.metrics_ports(), **broker_metrics_ports(infra)},
     )
     _write_report(result)
     return result
+
+
+def client_views(log: AnswerLog, rounds: list[RoundRecord]) -> dict[str, ClientView]:
+    """Per kind whose rounds move a leader: the client's figures over all its rounds' windows
+    (from the fault until the load progressed again)."""
+    views: dict[str, ClientView] = {}
+    for kind in sorted(CLIENT_VIEW_KINDS):
+        windows = [
+            (r.started_at, r.recovered_at or r.back_at)
+            for r in rounds
+            if r.kind is kind and r.client is not None
+        ]
+        if windows:
+            views[kind.value] = client_view(attempts_of(log.requests), windows)
+    return views
+
+
+def broker_metrics_ports(infra: ChaosInfra) -> dict[str, int]:
+    return {f"broker-{n}": port for n, port in enumerate(infra.metrics_ports, start=1)}
+
+
+def describe(view: ClientView) -> str:
+    """One line: answers by status, latency, the longest stretch without a 2xx."""
+    answers = " ".join(f"{status}x{n}" for status, n in view.answers.items()) or "no answers"
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    return (
+        f"{answers}; latency p50/p95/max {ms(view.p50_ms)}/{ms(view.p95_ms)}/{ms(view.max_ms)} ms;"
+        f" longest without a 2xx {view.longest_gap_2xx_s:.1f}s of {view.window_s:.1f}s"
+    )
 
 
 def _drain(settings: Settings, fleet: Fleet, console: Console) -> float | None:
@@ -221,9 +325,13 @@ def _write_report(result: ChaosResult) -> None:
     verdict = result.verdict
     report = {
         "seed": result.config.seed,
+        "cluster": result.config.cluster,
         "passed": result.passed,
+        "targets_met": result.targets_met,
         "seconds": round(result.seconds, 1),
-        "rounds": [asdict(r) for r in result.rounds],
+        "rounds": [asdict(r) | {"recovered_at": r.recovered_at} for r in result.rounds],
+        "client_while_leader_moves": {k: asdict(v) for k, v in result.client.items()},
+        "metrics_ports": result.metrics_ports,
         "accepted": verdict.accepted,
         "published": verdict.published,
         "outcomes": dict(verdict.outcomes),
@@ -243,7 +351,7 @@ def print_summary(result: ChaosResult, console: Console) -> None:
     rounds = Table(title="Fault rounds", title_justify="left")
     for column in ("fault", "rounds", "back (mean s)", "progress (mean s)", "progress (max s)"):
         rounds.add_column(column, justify="left" if column == "fault" else "right")
-    for kind in FaultKind:
+    for kind in result.config.weights:
         mine = [r for r in result.rounds if r.kind is kind]
         recovered = [r.recovered_s for r in mine if r.recovered_s is not None]
         rounds.add_row(
@@ -255,6 +363,8 @@ def print_summary(result: ChaosResult, console: Console) -> None:
         )
     rounds.add_row("all", str(len(result.rounds)), "", "", f"stalls: {result.stalls}")
     console.print(rounds)
+    if result.config.cluster:
+        _print_cluster(result, console)
 
     figures = Table(title="Figures", title_justify="left", show_header=False)
     figures.add_column(justify="left")
@@ -306,12 +416,57 @@ def print_summary(result: ChaosResult, console: Console) -> None:
     if len(notes) > NOTES_SHOWN:
         console.print(f"[yellow]... {len(notes) - NOTES_SHOWN} more in report.json[/]")
     if not result.targets_met:
+        minimums = ", ".join(
+            f"{result.count(k)}/{n} {k.value}" for k, n in result.config.minimums.items()
+        )
+        every = ", every fault kind at least once" if result.every_kind_required else ""
         console.print(
             f"[bold red]targets not met[/]: {len(result.rounds)}/{result.config.rounds} rounds, "
-            f"{verdict.accepted}/{result.config.commands} commands, every fault kind at least once"
+            f"{verdict.accepted}/{result.config.commands} commands"
+            + (f", {minimums}" if minimums else "")
+            + every
         )
     outcome = "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]"
     console.print(f"{outcome}  report: {result.run_dir / 'report.json'}  logs: {result.run_dir}")
+
+
+def _print_cluster(result: ChaosResult, console: Console) -> None:
+    """The node faults' own figures, and what a client saw while a leader moved."""
+    nodes = Table(title="Cluster faults", title_justify="left")
+    for column in (
+        "fault",
+        "rounds",
+        "counted",
+        "moved (mean / max s)",
+        "out of ISR (mean / max s)",
+        "node back in sync (mean / max s)",
+    ):
+        nodes.add_column(column, justify="left" if column == "fault" else "right")
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.fmean(values):.1f} / {max(values):.1f}" if values else "-"
+
+    for kind in (
+        FaultKind.LEADER_KILL,
+        FaultKind.CONTROLLER_KILL,
+        FaultKind.FOLLOWER_KILL,
+        FaultKind.ISR_DROP,
+    ):
+        mine = [r for r in result.rounds if r.kind is kind]
+        nodes.add_row(
+            kind.value,
+            str(len(mine)),
+            str(result.count(kind)),
+            spread([r.moved_s for r in mine if r.moved_s is not None]),
+            spread([r.isr_drop_s for r in mine if r.isr_drop_s is not None]),
+            spread([r.node_back_at - r.started_at for r in mine if r.node_back_at is not None]),
+        )
+    console.print(nodes)
+    for name, view in result.client.items():
+        console.print(
+            f"[bold]client while a leader moves[/] ({name}, {view.windows} rounds): {describe(view)}",
+            highlight=False,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,8 +474,22 @@ def main(argv: list[str] | None = None) -> int:
     defaults = ChaosConfig()
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument("--commands", type=int, default=defaults.commands)
-    parser.add_argument("--terminals", type=int, default=defaults.terminals)
-    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
+    parser.add_argument(
+        "--terminals",
+        type=int,
+        help=f"{defaults.terminals}; --cluster: {CLUSTER_TERMINALS}",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help=f"bound on the rounds and the load: {defaults.max_minutes:g}; "
+        f"--cluster: {CLUSTER_MAX_MINUTES:g}",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help=f"{CLUSTER_BROKERS} brokers (RF 3, min ISR 2) and the node faults (make chaos-cluster)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--keep-data", action="store_true", help="keep the broker and database data"
@@ -329,17 +498,23 @@ def main(argv: list[str] | None = None) -> int:
         "--faults",
         type=lambda text: tuple(FaultKind(k.strip()) for k in text.split(",")),
         default=defaults.kinds,
-        help=f"comma-separated subset of: {', '.join(k.value for k in FaultKind)}",
+        help="comma-separated subset of: "
+        f"{', '.join(k.value for k in SINGLE_BROKER_KINDS)} (or, --cluster, "
+        f"{', '.join(k.value for k in CLUSTER_WEIGHTS)})",
     )
     args = parser.parse_args(argv)
+    if not args.cluster and set(args.faults) - set(SINGLE_BROKER_KINDS):
+        parser.error("the cluster's fault kinds need --cluster")
     config = ChaosConfig(
         rounds=args.rounds,
         commands=args.commands,
-        terminals=args.terminals,
-        max_minutes=args.max_minutes,
+        terminals=args.terminals or (CLUSTER_TERMINALS if args.cluster else defaults.terminals),
+        max_minutes=args.max_minutes
+        or (CLUSTER_MAX_MINUTES if args.cluster else defaults.max_minutes),
         seed=args.seed,
         keep_data=args.keep_data,
         kinds=args.faults,
+        cluster=args.cluster,
     )
 
     def interrupt(signum: int, _frame: FrameType | None) -> None:
