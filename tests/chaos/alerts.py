@@ -91,15 +91,6 @@ def file_sd(ports: Mapping[str, int]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
-def broker_metrics_ports(
-    metrics_ports: Sequence[int], kafka_ports: Sequence[int]
-) -> dict[str, int]:
-    """Each broker's JMX exporter port by name ("broker-1"): the run's, or with one broker the port
-    deploy/local/kafka.sh gives it by default (KAFKA_PORT + 100)."""
-    ports = list(metrics_ports) or [kafka_ports[0] + 100]
-    return {f"broker-{n}": port for n, port in enumerate(ports, start=1)}
-
-
 def fleet_targets(fleet: ScrapedFleet, brokers: Mapping[str, int]) -> dict[str, int]:
     """The processes that ought to be scraped now: the running API and worker slots, every broker."""
     ports = fleet.metrics_ports()
@@ -215,14 +206,6 @@ class ChaosPrometheus:
         return episodes_from_alerts(data["result"], step, until)
 
 
-class RunInfra(Protocol):
-    """What the watch needs of tests/chaos/infra.ChaosInfra."""
-
-    root: Path
-    kafka_ports: list[int]
-    metrics_ports: list[int]
-
-
 class AlertWatch:
     """The run's Prometheus and its fault timeline: `start` it once the fleet runs, `judge` after
     the checker (the rounds, then the drills, then the alert timeline read back), `stop` always."""
@@ -234,9 +217,9 @@ class AlertWatch:
         self._started = False
 
     @classmethod
-    def of_run(cls, infra: RunInfra, fleet: ScrapedFleet) -> AlertWatch:
-        brokers = broker_metrics_ports(infra.metrics_ports, infra.kafka_ports)
-        targets = ChaosPrometheus(infra.root / "prometheus", lambda: fleet_targets(fleet, brokers))
+    def of_run(cls, run_dir: Path, fleet: ScrapedFleet, brokers: Mapping[str, int]) -> AlertWatch:
+        """`brokers`: each broker's metrics port by name ("broker-1"), always scraped."""
+        targets = ChaosPrometheus(run_dir / "prometheus", lambda: fleet_targets(fleet, brokers))
         return cls(targets)
 
     def start(self) -> None:

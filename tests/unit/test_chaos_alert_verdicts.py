@@ -22,7 +22,6 @@ from tests.chaos.alert_verdicts import (
 )
 from tests.chaos.alerts import (
     JOBS,
-    broker_metrics_ports,
     file_sd,
     fleet_targets,
     prometheus_config,
@@ -216,7 +215,7 @@ class FleetNow:
 
 
 def test_the_targets_are_the_running_slots_and_every_broker() -> None:
-    brokers = broker_metrics_ports([7001, 7002, 7003], [6001, 6002, 6003])
+    brokers = {"broker-1": 7001, "broker-2": 7002, "broker-3": 7003}
     targets = fleet_targets(FleetNow(["1"], ["1", "2"]), brokers)
     assert targets == {
         "api-1": 8001,
@@ -233,10 +232,6 @@ def test_the_targets_are_the_running_slots_and_every_broker() -> None:
     ]
     assert groups["kafka"][0]["labels"] == {"process": "broker-1"}
     assert set(groups) == {"command-api", "status-worker", "kafka"}
-
-
-def test_one_broker_is_scraped_where_kafka_sh_puts_its_exporter() -> None:
-    assert broker_metrics_ports([], [19092]) == {"broker-1": 19192}
 
 
 def test_the_run_prometheus_evaluates_faster_than_the_rules_for() -> None:
