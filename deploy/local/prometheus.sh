@@ -46,15 +46,17 @@ ready() { http_ok "http://$PROM_ADDR/-/ready"; }
 
 # The brokers' metrics ports, comma-separated, derived as deploy/local/kafka.sh derives them.
 kafka_metrics_ports() {
-  local port="${KAFKA_PORT:-19092}"
+  local first="${KAFKA_PORTS:-${KAFKA_PORT:-19092}}" brokers="${KAFKA_BROKERS:-1}" i ports=""
+  first="${first%%,*}"
   if [[ ${KAFKA_METRICS:-on} == off ]]; then
     echo ""
+  elif ((brokers == 1)); then
+    echo "${KAFKA_METRICS_PORT:-$((first + 100))}"
   elif [[ -n ${KAFKA_METRICS_PORTS:-} ]]; then
     echo "$KAFKA_METRICS_PORTS"
-  elif [[ ${KAFKA_BROKERS:-1} == 1 ]]; then
-    echo "${KAFKA_METRICS_PORT:-$((port + 100))}"
   else
-    echo "$((port + 100)),$((port + 102)),$((port + 104))"
+    for ((i = 0; i < brokers; i++)); do ports+="${ports:+,}$((first + 100 + 2 * i))"; done
+    echo "$ports"
   fi
 }
 
