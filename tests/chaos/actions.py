@@ -6,6 +6,7 @@ load makes progress again. No progress within STALL_AFTER_S is recorded as a sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import subprocess
@@ -453,7 +454,8 @@ class FaultInjector:
             self.nodes.start(node)
         except (RuntimeError, subprocess.TimeoutExpired) as failed:  # once more, from scratch
             self.fleet.unexpected_exits.append(f"broker {node} did not start: {str(failed)[-300:]}")
-            self.nodes.kill(node)
+            with contextlib.suppress(RuntimeError):  # "not running" is what it should be
+                self.nodes.kill(node)
             self.nodes.start(node)
         up = time.monotonic() - started
         synced = self.nodes.wait_in_sync(IN_SYNC_TIMEOUT_S)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -43,8 +44,16 @@ CLUSTER_START_TIMEOUT_S = 150
 """kafka.sh's wait for a (re)started node: a JVM start took up to 60 s on the busy 2-core machine."""
 REPLICA_LAG_MAX_MS = 5000
 """replica.lag.time.max.ms of a cluster run: a paused follower leaves the ISR within a round."""
+PORTS_FREED_TIMEOUT_S = 30.0
 KEEP_DATA_MARK = "keep-data"
 """In a run directory: its data was kept on purpose (--keep-data); delete the directory by hand."""
+
+
+def _accepting(port: int) -> bool:
+    """Whether something listens on the loopback port."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _alive(pid: int) -> bool:
@@ -282,6 +291,12 @@ class ClusterNodes:
         self.infra.script("kafka", "kill-node", str(node))
 
     def start(self, node: int) -> None:
+        """Starts node n once its ports are free: a node killed a moment ago may still hold
+        them while the kernel takes its JVM down, and kafka.sh refuses a busy port."""
+        ports = (self.infra.kafka_ports[node - 1], self.infra.controller_ports[node - 1])
+        deadline = time.monotonic() + PORTS_FREED_TIMEOUT_S
+        while any(_accepting(port) for port in ports) and time.monotonic() < deadline:
+            time.sleep(0.2)
         self.infra.script("kafka", "start-node", str(node))
 
     def pause(self, node: int) -> None:
