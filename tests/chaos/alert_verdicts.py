@@ -167,6 +167,7 @@ class AlertVerdict:
     owed: int = 0
     """Pages owed over the run (paid + missed)."""
     episodes: list[AlertEpisode] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -188,7 +189,8 @@ def judge(
         for page in must_page.get(fault.kind, ()):
             if fault.provoked is False:
                 owed += 1
-                missed.append(_missed(fault, page, "the drill did not bring about its condition"))
+                why = f"the drill did not bring about its condition ({fault.detail})"
+                missed.append(_missed(fault, page, why))
                 continue
             if fault.seconds < page.owed_after_s:
                 continue
@@ -204,7 +206,7 @@ def judge(
         _summary(kind, [f for f in faults if f.kind == kind], judged, owners, must_page)
         for kind in dict.fromkeys(f.kind for f in faults)
     ]
-    return AlertVerdict(kinds, missed, noise, ignored, owed, list(episodes))
+    return AlertVerdict(kinds, missed, noise, ignored, owed, list(episodes), list(faults))
 
 
 def _missed(fault: Fault, page: Page, why: str) -> MissedPage:
@@ -355,6 +357,17 @@ def verdict_json(verdict: AlertVerdict, run_started: float) -> dict[str, Any]:
                 ],
             }
             for k in verdict.kinds
+        ],
+        "drills": [
+            {
+                "kind": f.kind,
+                "at_s": at(f.started_at),
+                "lasted_s": round(f.seconds, 1),
+                "provoked": f.provoked,
+                "detail": f.detail,
+            }
+            for f in verdict.faults
+            if f.provoked is not None
         ],
         "noise": [
             {"alert": e.describe(), "active_at_s": at(e.active_since)} for e in verdict.noise

@@ -240,3 +240,20 @@ def test_the_run_prometheus_evaluates_faster_than_the_rules_for() -> None:
     assert config["global"]["scrape_timeout"] == "1500ms"  # below the interval, in Go syntax
     assert {job["job_name"] for job in config["scrape_configs"]} == set(JOBS.values())
     assert any(path.endswith("kafka.yml") for path in config["rule_files"])
+
+
+def test_the_report_lists_each_drill_with_what_it_did() -> None:
+    faults = [
+        fault("worker-kill9", 0, 3),
+        Fault("drill-5xx", T0 + 10, T0 + 14, "Kafka down: answers 503x2", provoked=True),
+    ]
+    report = verdict_json(judge(faults, [episode("OrderStatusServerErrors", 11, 11, None)]), T0)
+    assert report["drills"] == [
+        {
+            "kind": "drill-5xx",
+            "at_s": 10.0,
+            "lasted_s": 4.0,
+            "provoked": True,
+            "detail": "Kafka down: answers 503x2",
+        }
+    ]
