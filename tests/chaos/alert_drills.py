@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,7 +63,7 @@ class DrillFleet(Protocol):
     """What the drills need of tests/chaos/infra.Fleet."""
 
     @property
-    def workers(self) -> dict[str, object]: ...
+    def workers(self) -> Mapping[str, object]: ...
 
     def metrics_ports(self) -> dict[str, int]: ...
 

@@ -45,8 +45,11 @@ JOBS = {"api": "command-api", "worker": "status-worker", "broker": "kafka"}
 class ScrapedFleet(Protocol):
     """What the Prometheus needs of tests/chaos/infra.Fleet."""
 
-    apis: Mapping[str, object]
-    workers: Mapping[str, object]
+    @property
+    def apis(self) -> Mapping[str, object]: ...
+
+    @property
+    def workers(self) -> Mapping[str, object]: ...
 
     def metrics_ports(self) -> dict[str, int]: ...
 
