@@ -68,7 +68,8 @@ CLUSTER_TERMINALS = 24
 """More terminals than on one broker: during a leader move each waits seconds for its answer."""
 CLUSTER_MAX_MINUTES = 40.0
 """A broker kill costs a JVM start (20-60 s here) and 10-15 s without a leader, and the load ran
-at 8-9 commands/s in short cluster runs on the shared 2-core machine: 20,000 take ~40 minutes."""
+at 8.5 commands/s (60 rounds, 10,000 commands in 20 minutes) on the shared 2-core machine: the
+full targets take about 40 minutes there."""
 
 
 @dataclass(frozen=True)
