@@ -25,7 +25,13 @@ from services.adapters import kafka_config
 from services.adapters.settings import Settings
 from services.core.messages import Actor, CreateOrder, Role
 from services.figures.kafka import delete_app_topics
-from tests.stack import ServiceProcess, free_port, isolated_settings, with_database
+from tests.stack import (
+    ServiceProcess,
+    die_with_parent,
+    free_port,
+    isolated_settings,
+    with_database,
+)
 from tests.tools import require
 from tests.topics import command_record
 
@@ -68,12 +74,20 @@ def private_prometheus(
     figures_port: int | None = None,
     notifier_port: int | None = None,
 ) -> Iterator[str]:
-    """Prometheus on a free loopback port; yields its URL."""
+    """Prometheus on a free loopback port scraping these ports; yields its URL."""
+    jobs = prometheus_config(api_port, worker_port, figures_port, notifier_port)
+    with running_prometheus(workdir, jobs) as url:
+        yield url
+
+
+@contextmanager
+def running_prometheus(workdir: Path, configuration: dict[str, Any]) -> Iterator[str]:
+    """Prometheus with this configuration on a free loopback port, its data in `workdir`; yields
+    its URL. It dies with the process that started it (a killed test run leaves none behind)."""
     prometheus = require(PROMETHEUS, "prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    jobs = prometheus_config(api_port, worker_port, figures_port, notifier_port)
-    config.write_text(yaml.safe_dump(jobs))
+    config.write_text(yaml.safe_dump(configuration))
     port = free_port()
     log = (workdir / "prometheus.log").open("ab")
     process = subprocess.Popen(
@@ -86,6 +100,7 @@ def private_prometheus(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -135,7 +135,7 @@ def isolated_settings(base: Settings, **overrides: Any) -> Iterator[Settings]:
         drop_database(base.admin_url, f"orderstatus_{name}")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child: the kernel kills it if the test process dies, so no service outlives a
     killed or timed-out test run."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -165,7 +165,7 @@ class ServiceProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         if wait:
             self.wait_ready()

@@ -4,7 +4,9 @@
 #   deploy/local/prometheus.sh start     start and wait for /-/ready
 #   deploy/local/prometheus.sh stop
 #   deploy/local/prometheus.sh status
-# Env: PROMETHEUS_PORT (19090), PROMETHEUS_BIN (prometheus on PATH).
+# Env: PROMETHEUS_PORT (19090), PROMETHEUS_BIN (prometheus on PATH); the brokers' metrics ports
+# as deploy/local/kafka.sh has them (KAFKA_BROKERS, KAFKA_METRICS_PORTS / KAFKA_METRICS_PORT,
+# KAFKA_PORT, KAFKA_METRICS=off: none): start writes them to deploy/prometheus/targets/kafka.json.
 # Prometheus and promtool are required (tests of the rules, doctor and the dashboards need them):
 # when they cannot be installed, install and start fail.
 COMPONENT=prometheus
@@ -15,6 +17,7 @@ PROMETHEUS_PORT="${PROMETHEUS_PORT:-19090}"
 PROM_ADDR="127.0.0.1:$PROMETHEUS_PORT"
 PROM_CONFIG="$REPO_ROOT/deploy/prometheus/prometheus.yml"
 PROM_DATA="$LOCAL_DIR/prometheus/data"
+KAFKA_TARGETS="$REPO_ROOT/deploy/prometheus/targets/kafka.json"
 
 prom_bin() {
   if [[ -n ${PROMETHEUS_BIN:-} ]]; then
@@ -41,8 +44,35 @@ install() {
 
 ready() { http_ok "http://$PROM_ADDR/-/ready"; }
 
+# The brokers' metrics ports, comma-separated, derived as deploy/local/kafka.sh derives them.
+kafka_metrics_ports() {
+  local first="${KAFKA_PORTS:-${KAFKA_PORT:-19092}}" brokers="${KAFKA_BROKERS:-1}" i ports=""
+  first="${first%%,*}"
+  if [[ ${KAFKA_METRICS:-on} == off ]]; then
+    echo ""
+  elif ((brokers == 1)); then
+    echo "${KAFKA_METRICS_PORT:-$((first + 100))}"
+  elif [[ -n ${KAFKA_METRICS_PORTS:-} ]]; then
+    echo "$KAFKA_METRICS_PORTS"
+  else
+    for ((i = 0; i < brokers; i++)); do ports+="${ports:+,}$((first + 100 + 2 * i))"; done
+    echo "$ports"
+  fi
+}
+
+# write_kafka_targets: the file_sd file of the kafka job (Prometheus re-reads it when it changes).
+write_kafka_targets() {
+  local ports targets="" p
+  ports=$(kafka_metrics_ports)
+  for p in ${ports//,/ }; do targets+="${targets:+, }\"127.0.0.1:$p\""; done
+  mkdir -p "$(dirname "$KAFKA_TARGETS")"
+  printf '[{"targets": [%s], "labels": {}}]\n' "$targets" >"$KAFKA_TARGETS.tmp"
+  mv "$KAFKA_TARGETS.tmp" "$KAFKA_TARGETS"
+}
+
 start() {
   local pid bin
+  write_kafka_targets
   if pid=$(pid_of prometheus "$PROM_CONFIG"); then
     # Pick up rule and config changes (deploy/prometheus/rules) without a restart.
     if curl -fsS -o /dev/null --max-time 5 -X POST "http://$PROM_ADDR/-/reload"; then

@@ -74,7 +74,7 @@ class ChaosInfra:
     controller_ports: list[int]
     pg_port: int
     metrics_ports: list[int] = field(default_factory=list)
-    """The brokers' Prometheus (JMX exporter) ports; cluster runs only."""
+    """The brokers' Prometheus (JMX exporter) ports (runs before the exporter: none)."""
     replica_lag_max_ms: int = REPLICA_LAG_MAX_MS
     script_log: Path = field(init=False)
 
@@ -93,7 +93,7 @@ class ChaosInfra:
         def ports() -> list[int]:
             return [free_port() for _ in range(brokers)]
 
-        infra = cls(root, ports(), ports(), free_port(), ports() if brokers > 1 else [])
+        infra = cls(root, ports(), ports(), free_port(), ports())
         (root / "ports.json").write_text(
             json.dumps(
                 {
@@ -148,6 +148,8 @@ class ChaosInfra:
             # Security on, as `make up`: SASL/SCRAM, ACLs; every process its own principal.
             "KAFKA_SECURITY": "sasl",
         }
+        if self.metrics_ports:  # the run's Prometheus scrapes it (tests/chaos/alerts.py)
+            env["KAFKA_METRICS_PORT"] = str(self.metrics_ports[0])
         if self.brokers > 1:
 
             def joined(ports: list[int]) -> str:

@@ -40,6 +40,9 @@ from tests.chaos.actions import (
     minimum_counts,
     run_rounds,
 )
+from tests.chaos.alert_drills import Drills
+from tests.chaos.alert_verdicts import AlertVerdict
+from tests.chaos.alerts import AlertWatch, print_alerts
 from tests.chaos.checker import Verdict, check, collect, wait_until_drained
 from tests.chaos.infra import CHAOS_ROOT, KEEP_DATA_MARK, ChaosInfra, Fleet
 from tests.chaos.load import AnswerLog, ClientView, attempts_of, client_view, drive
@@ -80,6 +83,8 @@ class ChaosConfig:
     """The fault kinds to inject; empty: all of the run's (single broker, or cluster)."""
     keep_data: bool = False
     parent: Path = CHAOS_ROOT
+    drills: bool = False
+    """After the rounds, hold each must-page fault past its alert's `for:` (alert_drills.py)."""
     cluster: bool = False
     """Three brokers (KRaft), topics with replication factor 3 and min.insync.replicas 2, and the
     node faults (leader, controller, follower kills, ISR drops) instead of the broker restart."""
@@ -120,6 +125,9 @@ class ChaosResult:
     """What the terminals saw while a leader moved, over all rounds of each such kind."""
     metrics_ports: dict[str, int] = field(default_factory=dict)
     """Where each process of the run served /metrics ("api-1", "worker-2", "broker-3")."""
+    alerts: AlertVerdict | None = None
+    """Which alerts the faults fired (alert_verdicts.py); a page owed and missed fails the run."""
+    alerts_report: dict[str, object] = field(default_factory=dict)
 
     @property
     def stalls(self) -> int:
@@ -151,6 +159,7 @@ class ChaosResult:
             and self.stalls == 0
             and self.targets_met
             and self.drain_seconds is not None
+            and (self.alerts is None or self.alerts.passed)
         )
 
 
@@ -166,9 +175,11 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> ChaosResul
         settings = infra.prepare(api_reply_timeout_s=API_REPLY_TIMEOUT_S)
         api_slots = Fleet.SLOTS if config.cluster else Fleet.SLOTS[:1]
         fleet = Fleet(settings, infra.services_log_dir, api_slots)
+        watch = AlertWatch.of_run(infra.root, fleet, broker_metrics_ports(infra))
         try:
-            return _run(config, infra, settings, fleet, console, started)
+            return _run(config, infra, settings, fleet, console, started, watch)
         finally:
+            watch.stop()
             fleet.stop()
     finally:
         infra.stop()
@@ -185,10 +196,12 @@ def _run(
     fleet: Fleet,
     console: Console,
     started: float,
+    watch: AlertWatch,
 ) -> ChaosResult:
     rng = random.Random(config.seed)
     fleet.start_worker("1")
     fleet.start_api()
+    watch.start()  # Prometheus, scraping the fleet and the brokers (tests/chaos/alerts.py)
     tokens = Tokens(settings)
     log = AnswerLog()
     targets = Targets(config.rounds, config.commands, config.max_minutes * 60, config.weights)
@@ -257,6 +270,8 @@ def _run(
     console.print("load stopped; waiting for the worker to drain")
     drain_seconds = _drain(settings, fleet, console)
     verdict = check(collect(settings, log.requests))
+    drills = Drills(infra, fleet, settings, watch.prometheus, tokens.service(sub="alert-drill"))
+    alerts = watch.judge(rounds, drills.run if config.drills else None)
     result = ChaosResult(
         config,
         infra.root,
@@ -270,6 +285,8 @@ def _run(
         drain_seconds,
         client_views(log, rounds),
         {**fleet.metrics_ports(), **broker_metrics_ports(infra)},
+        alerts,
+        watch.report(alerts),
     )
     _write_report(result)
     return result
@@ -333,6 +350,7 @@ def _write_report(result: ChaosResult) -> None:
         "rounds": [asdict(r) | {"recovered_at": r.recovered_at} for r in result.rounds],
         "client_while_leader_moves": {k: asdict(v) for k, v in result.client.items()},
         "metrics_ports": result.metrics_ports,
+        "alerts": result.alerts_report,
         "accepted": verdict.accepted,
         "published": verdict.published,
         "outcomes": dict(verdict.outcomes),
@@ -427,6 +445,8 @@ def print_summary(result: ChaosResult, console: Console) -> None:
             + (f", {minimums}" if minimums else "")
             + every
         )
+    if result.alerts is not None:
+        print_alerts(result.alerts, console)
     outcome = "[bold green]PASS[/]" if result.passed else "[bold red]FAIL[/]"
     console.print(f"{outcome}  report: {result.run_dir / 'report.json'}  logs: {result.run_dir}")
 
@@ -496,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-data", action="store_true", help="keep the broker and database data"
     )
     parser.add_argument(
+        "--no-drills",
+        action="store_true",
+        help="no alert drills after the rounds (alert_drills.py)",
+    )
+    parser.add_argument(
         "--faults",
         type=lambda text: tuple(FaultKind(k.strip()) for k in text.split(",")),
         default=defaults.kinds,
@@ -514,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         or (CLUSTER_MAX_MINUTES if args.cluster else defaults.max_minutes),
         seed=args.seed,
         keep_data=args.keep_data,
+        drills=not args.no_drills,
         kinds=args.faults,
         cluster=args.cluster,
     )

@@ -6,6 +6,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import yaml
+
+from tests.chaos import alerts as chaos_alerts
 from tests.tools import needs_tool, require, which
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -41,4 +44,13 @@ def test_the_rule_unit_tests_pass_promtool_test_rules() -> None:
 
 def test_the_local_prometheus_config_passes_promtool_check_config() -> None:
     checked = promtool("check", "config", PROMETHEUS_DIR / "prometheus.yml")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_chaos_runs_prometheus_config_passes_promtool_check_config(tmp_path: Path) -> None:
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump(chaos_alerts.prometheus_config(targets)))
+    checked = promtool("check", "config", config)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -1,5 +1,6 @@
-"""The Prometheus rules agree with the SLIs defined in Python, every alert links its runbook
-section, and every alert has a promtool test where it fires and one where it does not."""
+"""The Prometheus rules agree with the SLIs defined in Python, every alert (of the API, the worker
+and the brokers) links its runbook section, and every alert has a promtool test where it fires and
+one where it does not."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from services.observability import slis
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "orderstatus.yml"
+KAFKA_RULES = ROOT / "deploy" / "prometheus" / "rules" / "kafka.yml"
+"""The brokers' alerts: their sections are in the runbook too."""
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "tests"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
 
-def rules() -> list[dict[str, Any]]:
-    document = yaml.safe_load(RULES.read_text())
+def rules(path: Path = RULES) -> list[dict[str, Any]]:
+    document = yaml.safe_load(path.read_text())
     return [rule for group in document["groups"] for rule in group["rules"]]
 
 
@@ -28,7 +31,7 @@ def recorded() -> dict[str, str]:
 
 
 def alerts() -> list[dict[str, Any]]:
-    return [rule for rule in rules() if "alert" in rule]
+    return [rule for path in (RULES, KAFKA_RULES) for rule in rules(path) if "alert" in rule]
 
 
 @pytest.mark.parametrize("sli", slis.SLIS, ids=lambda s: s.key)
