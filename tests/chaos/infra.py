@@ -195,7 +195,15 @@ class ChaosInfra:
 
     def start(self) -> None:
         self.script("postgres", "start")
-        self.script("kafka", "start")
+        try:
+            self.script("kafka", "start")
+        except RuntimeError:
+            # Once seen with a three-node start beside a test suite starting its own processes: a
+            # node exited at once with nothing in its log (a free port taken in between). The
+            # run's data is new, so start it once more; a second failure is the run's.
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self.script("kafka", "stop")
+            self.script("kafka", "start")
 
     def stop(self) -> None:
         """Stops both, whatever state they are in; never raises."""
