@@ -140,7 +140,7 @@ lint: $(VENV)/.installed ## ruff format --check, ruff check, mypy
 chaos: install ## Fault-injection run on its own Kafka + PostgreSQL (CHAOS_ARGS="--rounds 12 ...")
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
-# The issue's `make chaos --cluster` is not a thing make can take (it reads --cluster as its own
+# `make chaos --cluster` cannot be spelled so (make reads --cluster as its own option):
 # option): spell it `make chaos-cluster` or `make chaos CHAOS_ARGS=--cluster`.
 chaos-cluster: install ## The same on its own 3-broker KRaft cluster, with leader/controller/follower kills and ISR drops (= make chaos CHAOS_ARGS=--cluster)
 	$(BIN)/python -m tests.chaos.run --cluster $(CHAOS_ARGS)
