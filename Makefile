@@ -141,7 +141,7 @@ chaos: install ## Fault-injection run on its own Kafka + PostgreSQL (CHAOS_ARGS=
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 # `make chaos --cluster` cannot be spelled so (make reads --cluster as its own option):
-# option): spell it `make chaos-cluster` or `make chaos CHAOS_ARGS=--cluster`.
+# spell it `make chaos-cluster` or `make chaos CHAOS_ARGS=--cluster`.
 chaos-cluster: install ## The same on its own 3-broker KRaft cluster, with leader/controller/follower kills and ISR drops (= make chaos CHAOS_ARGS=--cluster)
 	$(BIN)/python -m tests.chaos.run --cluster $(CHAOS_ARGS)
 
