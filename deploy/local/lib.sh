@@ -62,7 +62,16 @@ start_bg() {
   # In a non-interactive shell the background child is not a process group
   # leader, so setsid does not fork: $! is the pid of CMD itself.
   setsid nohup "$@" >>"$log" 2>&1 </dev/null &
-  echo $! >"$RUN_DIR/$name.pid"
+  local pid=$! tries=0
+  # Until the forked subshell has exec'd, /proc/PID/cmdline is this script's, and pid_of (which
+  # checks the command line against a marker, then forgets the pid) would take the process for
+  # gone: on a loaded machine that gap was long enough for `make chaos-cluster` to lose a starting
+  # broker (reported as exited, left running on its ports). Wait for the exec, at most 5 s.
+  while ((tries++ < 500)) && alive "$pid" \
+    && ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$1"; do
+    sleep 0.01
+  done
+  echo "$pid" >"$RUN_DIR/$name.pid"
 }
 
 # stop_pid NAME PID TIMEOUT_S: SIGTERM the process group, wait, then SIGKILL.
