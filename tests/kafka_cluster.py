@@ -54,6 +54,9 @@ class KafkaCluster:
     broker_session_timeout_ms: int = 9000
     security: str = "sasl"
     heap: str = CLUSTER_HEAP
+    internal_partitions: int = 10
+    """Partitions of __consumer_offsets and __transaction_state (Kafka's 50 by default): a restarted
+    node log-recovers each, and a test cluster needs few coordinators."""
     script_timeout_s: float = 180
     _admin: AdminClient | None = field(default=None, init=False, repr=False)
 
@@ -104,6 +107,7 @@ class KafkaCluster:
             "KAFKA_BROKER_SESSION_TIMEOUT_MS": str(self.broker_session_timeout_ms),
             "KAFKA_SECURITY": self.security,
             "KAFKA_HEAP": self.heap,
+            "KAFKA_INTERNAL_PARTITIONS": str(self.internal_partitions),
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "KAFKA_REPLICATION_FACTOR": str(self.nodes),
             "KAFKA_MIN_INSYNC_REPLICAS": str(min(2, self.nodes)),
