@@ -195,6 +195,11 @@ class ChaosPrometheus:
             return False
         return True
 
+    def value(self, expr: str) -> float | None:
+        """An instant query's value summed over its series; None: no series."""
+        found = self._get("/api/v1/query", query=expr)["result"]
+        return sum(float(r["value"][1]) for r in found) if found else None
+
     def targets_up(self, job: str) -> dict[str, float]:
         """The `up` of each target of `job` now, by its process name."""
         found = self._get("/api/v1/query", query=f'up{{job="{job}"}}')["result"]
