@@ -179,9 +179,11 @@ class KafkaCluster:
             }
         )
 
-    def admin(self) -> AdminClient:
-        """The operator's AdminClient (kept: one connection set for every question)."""
-        if self._admin is None:
+    def admin(self, fresh: bool = False) -> AdminClient:
+        """The operator's AdminClient (kept: one connection set for every question). `fresh`: a new
+        one, for requests that go to the controller: librdkafka sends those to the controller its
+        metadata named, and a kept client may still name a node just killed."""
+        if self._admin is None or fresh:
             settings = self.settings(Settings())
             # A request to a paused broker (SIGSTOP: its socket accepts, nothing answers) times
             # out soon, and its connection is dropped, so the next request goes elsewhere.

@@ -162,14 +162,16 @@ def test_a_controller_kill_elects_another_and_metadata_changes_go_on(
     controller = cluster.active_controller()
     with AckedProducer(operator, topic) as producer:
         cluster.kill_node(controller)
-        elected = cluster.wait_for(
-            "a new active controller", lambda: cluster.active_controller(5) != controller, 30
-        )
-        successor = cluster.active_controller()
-        created = create_topic_rf2(cluster)
-        acked = len(producer.acked)
-        cluster.wait_for("acks under the new controller", lambda: len(producer.acked) > acked)
-        cluster.start_node(controller)
+        try:
+            elected = cluster.wait_for(
+                "a new active controller", lambda: cluster.active_controller(5) != controller, 30
+            )
+            successor = cluster.active_controller()
+            created = create_topic_rf2(cluster)
+            acked = len(producer.acked)
+            cluster.wait_for("acks under the new controller", lambda: len(producer.acked) > acked)
+        finally:  # the module's later tests need all three
+            cluster.start_node(controller)
     print(f"controller {controller} killed: node {successor} leads the quorum after {elected:.1f}s")
     assert successor != controller
     assert producer.failed == []
@@ -180,18 +182,20 @@ def test_a_controller_kill_elects_another_and_metadata_changes_go_on(
 def create_topic_rf2(cluster: KafkaCluster) -> str:
     """With one broker down, a topic on two replicas: a metadata write the controller must take."""
     name = f"cluster-rf2-{uuid.uuid4().hex[:8]}"
-    cluster.admin().create_topics([NewTopic(name, 1, 2)])[name].result(30)
+    cluster.admin(fresh=True).create_topics([NewTopic(name, 1, 2)])[name].result(30)
     return name
 
 
 def transaction_coordinator(cluster: KafkaCluster, transactional_id: str) -> int:
     """The broker leading the __transaction_state partition of `transactional_id` (Kafka's
-    Utils.abs(String.hashCode) % transaction.state.log.num.partitions, 50 by default)."""
+    Utils.abs(String.hashCode) % transaction.state.log.num.partitions: the cluster's
+    internal_partitions)."""
     h = 0
     for ch in transactional_id:
         h = (31 * h + ord(ch)) & 0xFFFFFFFF
     h = h - (1 << 32) if h >= 1 << 31 else h
-    return cluster.leader_of("__transaction_state", (0 if h == -(1 << 31) else abs(h)) % 50)
+    partition = (0 if h == -(1 << 31) else abs(h)) % cluster.internal_partitions
+    return cluster.leader_of("__transaction_state", partition)
 
 
 def test_transactions_survive_a_coordinator_kill_with_no_duplicate_and_nothing_lost(
