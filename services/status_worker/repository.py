@@ -17,14 +17,12 @@ from psycopg.types.json import Jsonb
 
 from services.adapters.kafka_records import position
 from services.core.decision import HIDDEN, Decision, Lookup, OrderState
-from services.core.messages import ChangeStatus, CommandResult, CreateOrder, OrderEvent
+from services.core.messages import ChangeStatus, Command, CommandResult, CreateOrder, OrderEvent
 from services.core.results import restaurant_of
 from services.core.statuses import OrderStatus
 from services.status_worker import queries
 from services.status_worker.batch import DeadLetter, Incoming, Processed
 from services.status_worker.bulk import Sightings, Writes
-
-Command = CreateOrder | ChangeStatus
 
 INBOX_LOOKBACK = timedelta(hours=24)
 """How much earlier than a batch's commands the inbox lookup reaches (queries.STORED_OUTCOMES;
